@@ -1,0 +1,75 @@
+"""The ``ipmn`` console script.
+
+``ipmn fit|validate|test|predict`` go to a LightningCLI in subclass mode: the YAML's ``model.class_path``
+picks the phase module and the data module is shared. Every other command is a plain typed function
+(``ipmn_lightning.tools``) parsed by jsonargparse from the same entry point.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from . import __version__
+
+TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
+OVERVIEW = f"""ipmn {__version__}: invertible privacy-preserving mask network with IP protection
+
+usage: ipmn COMMAND [options]    (ipmn COMMAND --help for each command's options)
+
+training (LightningCLI; model.class_path picks the phase):
+  fit        train a phase:            ipmn fit --config configs/phase1.yaml
+  validate   validate a checkpoint:    ipmn validate --config configs/phase1.yaml --ckpt_path last.ckpt
+  test       test a checkpoint
+  predict    run predict_step over the test split
+
+tools:
+  masks      mask store helpers: `ipmn masks pairs` writes pairs.csv for a dataset, `ipmn masks check` validates a store
+"""
+
+
+class IPMNCLI(LightningCLI):
+    """LightningCLI with the image size shared between the data module and the phase module."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Link ``data.image_size`` to every phase's ``image_size``."""
+        parser.link_arguments("data.image_size", "model.init_args.image_size")
+
+
+def build_cli(args: Sequence[str] | None = None, run: bool = True) -> IPMNCLI:
+    """Build (and by default run) the training CLI; ``args=None`` reads ``sys.argv``."""
+    from .data.datamodule import FaceSwapDataModule
+    from .modules import IPMNModule
+
+    return IPMNCLI(
+        IPMNModule,
+        FaceSwapDataModule,
+        subclass_mode_model=True,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        args=list(args) if args is not None else None,
+        run=run,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ipmn`` console script; returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(OVERVIEW)
+        return 0
+    if args[0] in ("-V", "--version"):
+        print(f"ipmn-lightning {__version__}")
+        return 0
+    if args[0] in TRAINER_COMMANDS:
+        build_cli(None if argv is None else args)
+        return 0
+    from .tools import run_tool
+
+    return run_tool(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

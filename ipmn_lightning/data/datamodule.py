@@ -1,0 +1,190 @@
+"""FaceSwapDataModule: (protected, replacement, mask) triplets from synthetic faces, CelebA or a folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+Source = Literal["synthetic", "celeba", "folder"]
+Split = Literal["train", "val", "test"]
+IMAGE_KEYS = ("protected", "replacement", "mask")
+
+
+class FaceSwapDataModule(pl.LightningDataModule):
+    """Shared data module of every IPMN phase.
+
+    Batches are dicts with ``protected`` (x_p), ``replacement`` (x_r) and ``mask`` (x_m = MG(x_p, x_r)),
+    each (B, 3, S, S) float in [0, 1], and ``index`` (B,) long. Training batches get one random horizontal
+    flip per sample, applied to the whole triple so that the pair stays aligned.
+
+    Args:
+        source: ``synthetic`` (built-in procedural faces; the true swap is rendered, no files needed),
+            ``celeba`` (official layout under ``root``) or ``folder`` (any folder of face images).
+        root: dataset folder for ``celeba``/``folder``.
+        mask_store: folder with ``pairs.csv`` and the precomputed masks; defaults to ``<root>/masks_store``.
+        image_size: side S of the square images (centre-cropped and resized).
+        batch_size: training batch size (per device under DDP).
+        val_batch_size: validation/test batch size (defaults to ``batch_size``).
+        num_workers: DataLoader worker processes.
+        pin_memory: pin host memory (only takes effect when training on a GPU).
+        flip: paired random horizontal flip of training triples.
+        seed: seed of the synthetic faces and of the folder split.
+        synthetic_sizes: number of synthetic (train, val, test) triplets.
+        val_fraction: share of a ``folder`` dataset used for validation.
+        test_fraction: share of a ``folder`` dataset used for testing.
+        check_store: validate the mask store against its images before training (every problem is
+            reported at once, before the first epoch).
+    """
+
+    def __init__(
+        self,
+        source: Source = "synthetic",
+        root: str | None = None,
+        mask_store: str | None = None,
+        image_size: int = 256,
+        batch_size: int = 8,
+        val_batch_size: int | None = None,
+        num_workers: int = 2,
+        pin_memory: bool = True,
+        flip: bool = True,
+        seed: int = 0,
+        synthetic_sizes: tuple[int, int, int] = (2000, 200, 200),
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        check_store: bool = True,
+    ) -> None:
+        super().__init__()
+        if image_size < 8 or image_size % 2:
+            raise ValueError(f"image_size must be an even number >= 8, got {image_size}")
+        if source != "synthetic" and root is None:
+            raise ValueError(f"source={source!r} needs the dataset folder: set data.root (e.g. --data.root=/data/celeba)")
+        self.save_hyperparameters()
+        self.source = source
+        self.root = Path(root).expanduser() if root else None
+        self.mask_store = Path(mask_store).expanduser() if mask_store else (self.root / "masks_store" if self.root else None)
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.flip = flip
+        self.seed = seed
+        self.synthetic_sizes = synthetic_sizes
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.check_store = check_store
+        self._datasets: dict[str, Dataset] = {}
+
+    # ------------------------------------------------------------------ datasets
+    def image_root(self) -> Path:
+        """Folder that the ``protected``/``replacement`` paths of ``pairs.csv`` are relative to."""
+        assert self.root is not None
+        return self.root / "img_align_celeba" if self.source == "celeba" else self.root
+
+    def splits(self) -> dict[str, list[str]]:
+        """The dataset's image lists per split (``celeba``/``folder`` only); used by ``ipmn masks pairs``."""
+        assert self.root is not None
+        if self.source == "celeba":
+            from .celeba import read_celeba_splits
+
+            return read_celeba_splits(self.root)
+        from .folder import folder_splits
+
+        return folder_splits(self.root, self.val_fraction, self.test_fraction, self.seed)
+
+    def build_dataset(self, split: Split) -> Dataset:
+        """Build the dataset of one split."""
+        if self.source == "synthetic":
+            from .synthetic import SyntheticFaceSwapDataset
+
+            length = dict(zip(("train", "val", "test"), self.synthetic_sizes))[split]
+            return SyntheticFaceSwapDataset(length, self.image_size, seed=self.seed, split=split)
+        from .mask_store import FaceSwapPairsDataset, read_pairs
+
+        records = [r for r in read_pairs(self.mask_store) if r.split == split]
+        if not records:
+            raise ValueError(
+                f"{self.mask_store / 'pairs.csv'} has no rows for split {split!r}; regenerate it with "
+                f"`ipmn masks pairs --source {self.source} --root {self.root}`"
+            )
+        return FaceSwapPairsDataset(self.image_root(), self.mask_store, records, self.image_size)
+
+    def prepare_data(self) -> None:
+        """Validate the mask store once (rank 0) so a mismatch fails before any training starts."""
+        if self.source == "synthetic" or not self.check_store:
+            return
+        from .mask_store import MaskStoreError, check_store
+
+        if self.mask_store is None or not (self.mask_store / "pairs.csv").is_file():
+            raise MaskStoreError(
+                [f"no mask store at {self.mask_store} (pairs.csv missing)"],
+                hint=f"write one with `ipmn masks pairs --source {self.source} --root {self.root}`, "
+                "run your face-swap generator over it, or point data.mask_store at it",
+            )
+        problems = check_store(self.mask_store, self.image_root(), self.image_size)
+        if problems:
+            raise MaskStoreError(problems)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Create the datasets the stage needs."""
+        wanted: tuple[Split, ...] = {
+            "fit": ("train", "val"),
+            "validate": ("val",),
+            "test": ("test",),
+            "predict": ("test",),
+        }.get(stage or "fit", ("train", "val", "test"))
+        for split in wanted:
+            if split not in self._datasets:
+                self._datasets[split] = self.build_dataset(split)
+
+    def dataset(self, split: Split) -> Dataset:
+        """The dataset of ``split``, built on first use."""
+        if split not in self._datasets:
+            self._datasets[split] = self.build_dataset(split)
+        return self._datasets[split]
+
+    # --------------------------------------------------------------- dataloaders
+    def _loader(self, split: Split, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
+        pin = self.pin_memory and torch.cuda.is_available()
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            self.dataset(split),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            pin_memory=pin,
+            persistent_workers=self.num_workers > 0,
+            generator=generator,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches; the last partial batch is dropped (eq. 18 pairs batch halves)."""
+        return self._loader("train", self.batch_size, shuffle=True, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches in a fixed order."""
+        return self._loader("val", self.val_batch_size, shuffle=False, drop_last=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches in a fixed order."""
+        return self._loader("test", self.val_batch_size, shuffle=False, drop_last=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test split, for ``ipmn predict``."""
+        return self.test_dataloader()
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """Paired horizontal flip on the device: one coin per sample, shared by the three images."""
+        trainer = self._trainer
+        if self.flip and trainer is not None and trainer.training:
+            flip = torch.rand(batch["protected"].shape[0], device=batch["protected"].device) < 0.5
+            if flip.any():
+                for key in IMAGE_KEYS:
+                    images = batch[key]
+                    batch[key] = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+        return batch

@@ -1,0 +1,118 @@
+"""Reader for any folder of face images, with a deterministic, stable train/val/test split.
+
+Every image under the root (recursively; suffixes in
+:data:`~ipmn_lightning.data.images.IMAGE_EXTENSIONS`) belongs to one split, decided by a hash of its
+relative path and the seed alone. Adding or removing files therefore never moves an existing file to
+another split, which keeps precomputed mask stores and earlier evaluations valid.
+
+Skipped while scanning: hidden files and folders (names starting with ``.``, which also covers the
+temporary files of interrupted atomic writes) and any folder holding a ``pairs.csv`` (a mask store
+kept inside the image folder: its masks are not faces to train on).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from ipmn_lightning.data.images import IMAGE_EXTENSIONS, SPLITS, DatasetLayoutError
+
+__all__ = ["folder_splits", "list_images", "split_of"]
+
+_STORE_MARKER = "pairs.csv"
+
+
+def list_images(root: str | os.PathLike[str]) -> list[str]:
+    """List the image files under ``root``, recursively.
+
+    Args:
+        root: the image folder.
+
+    Returns:
+        Paths relative to ``root`` in POSIX form (``"person_1/a.jpg"``), sorted.
+
+    Raises:
+        DatasetLayoutError: ``root`` is not a folder.
+    """
+    base = Path(root)
+    if not base.is_dir():
+        raise DatasetLayoutError(
+            f"Image folder {base} does not exist or is not a folder; pass the folder of face images as root."
+        )
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
+        here = Path(dirpath)
+        if here != base and _STORE_MARKER in filenames:
+            dirnames[:] = []
+            continue
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if name.startswith(".") or os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+                continue
+            found.append((here / name).relative_to(base).as_posix())
+    found.sort()
+    return found
+
+
+def split_of(relative_path: str, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0) -> str:
+    """The split a file belongs to; depends only on its relative path, the fractions and the seed.
+
+    Args:
+        relative_path: POSIX path relative to the image folder.
+        val_fraction: expected share of images in ``"val"``.
+        test_fraction: expected share of images in ``"test"``.
+        seed: changes the assignment of every file.
+
+    Returns:
+        ``"train"``, ``"val"`` or ``"test"``.
+    """
+    digest = hashlib.sha256(f"{seed}\0{relative_path}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2.0**64
+    if u < test_fraction:
+        return "test"
+    if u < test_fraction + val_fraction:
+        return "val"
+    return "train"
+
+
+def folder_splits(
+    root: str | os.PathLike[str], val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0
+) -> dict[str, list[str]]:
+    """Split a folder of face images into train/val/test.
+
+    The assignment is a hash of each file's relative path and ``seed`` (see :func:`split_of`), so the
+    shares are only approximately ``val_fraction`` / ``test_fraction`` on small folders, and a tiny
+    folder may leave a split empty.
+
+    Args:
+        root: the image folder (searched recursively).
+        val_fraction: expected share of validation images, in [0, 1).
+        test_fraction: expected share of test images, in [0, 1).
+        seed: split seed.
+
+    Returns:
+        ``{"train": [...], "val": [...], "test": [...]}``: sorted POSIX paths relative to ``root``.
+
+    Raises:
+        DatasetLayoutError: ``root`` is missing or holds no images.
+        ValueError: the fractions are negative or leave nothing for training.
+    """
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"folder_splits: {name} must be in [0, 1), got {value}.")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(
+            f"folder_splits: val_fraction + test_fraction = {val_fraction + test_fraction} leaves no "
+            "training images; keep their sum below 1."
+        )
+    files = list_images(root)
+    if not files:
+        raise DatasetLayoutError(
+            f"No images found under {root} (searched recursively for {', '.join(IMAGE_EXTENSIONS)}; "
+            "hidden files and mask-store folders are skipped). Pass the folder that holds the face images."
+        )
+    splits: dict[str, list[str]] = {name: [] for name in SPLITS}
+    for rel in files:
+        splits[split_of(rel, val_fraction, test_fraction, seed)].append(rel)
+    return splits

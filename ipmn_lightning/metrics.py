@@ -1,0 +1,247 @@
+"""Watermark metrics of the paper (§4): normalized correlation and extraction success rate.
+
+PSNR, SSIM and LPIPS come from torchmetrics; this module adds the watermark-specific metrics as
+``torchmetrics.Metric`` subclasses so that they accumulate correctly across batches and DDP ranks.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+__all__ = [
+    "NC_THRESHOLD",
+    "ExtractionSuccessRate",
+    "NormalizedCorrelation",
+    "normalized_correlation",
+    "rgb_to_y",
+]
+
+NC_THRESHOLD = 0.95
+"""An extraction succeeds when NC exceeds this value (paper §4)."""
+
+
+def normalized_correlation(extracted: Tensor, watermark: Tensor, centered: bool = False) -> Tensor:
+    """Per-image normalized correlation NC = Σ w·w' / sqrt(Σ w² · Σ w'²) (paper §4).
+
+    Args:
+        extracted: (B, C, H, W) extracted watermarks w'.
+        watermark: (C, H, W) or (B, C, H, W) reference watermark w.
+        centered: subtract each image's mean first (Pearson correlation). Raw NC between an all-white
+            blank and a bright watermark can be high; the centred variant does not flatter such outputs.
+
+    Returns:
+        (B,) NC per image, in [-1, 1] (in [0, 1] for non-negative images). An all-zero image gives 0.
+    """
+    extracted = extracted.flatten(1).double()
+    watermark = watermark.reshape(-1, extracted.shape[1]).double().expand_as(extracted)
+    if centered:
+        extracted = extracted - extracted.mean(dim=1, keepdim=True)
+        watermark = watermark - watermark.mean(dim=1, keepdim=True)
+    num = (extracted * watermark).sum(dim=1)
+    den = (extracted.square().sum(dim=1) * watermark.square().sum(dim=1)).sqrt()
+    return (num / den.clamp_min(1e-12)).float()
+
+
+class NormalizedCorrelation(Metric):
+    """Mean normalized correlation between extracted watermarks and the reference watermark.
+
+    Args:
+        centered: use the mean-centred (Pearson) NC.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, centered: bool = False, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.centered = centered
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, extracted: Tensor, watermark: Tensor) -> None:
+        """Add a batch: ``extracted`` (B, C, H, W), ``watermark`` (C, H, W) or (B, C, H, W)."""
+        nc = normalized_correlation(extracted, watermark, centered=self.centered)
+        self.total += nc.double().sum()
+        self.count += nc.numel()
+
+    def compute(self) -> Tensor:
+        """Mean NC over every image seen."""
+        return (self.total / self.count.clamp_min(1)).float()
+
+
+class ExtractionSuccessRate(Metric):
+    """SR_E: the share of images whose extracted watermark has NC above ``threshold`` (paper §4).
+
+    On clean inputs (which should give the blank image) the same quantity is the false-positive rate.
+
+    Args:
+        threshold: NC above which an extraction counts as successful.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, threshold: float = NC_THRESHOLD, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.threshold = threshold
+        self.add_state("hits", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, extracted: Tensor, watermark: Tensor) -> None:
+        """Add a batch: ``extracted`` (B, C, H, W), ``watermark`` (C, H, W) or (B, C, H, W)."""
+        nc = normalized_correlation(extracted, watermark)
+        self.hits += (nc > self.threshold).sum()
+        self.count += nc.numel()
+
+    def compute(self) -> Tensor:
+        """Share of successful extractions, in [0, 1]."""
+        return self.hits.double().div(self.count.clamp_min(1)).float()
+
+
+def rgb_to_y(image: Tensor) -> Tensor:
+    """BT.601 luma as the HiNet/IMN evaluation scripts compute it, rescaled to [0, 1].
+
+    Args:
+        image: (B, 3, H, W) RGB in [0, 1].
+
+    Returns:
+        (B, 1, H, W) Y in [16/255, 235/255].
+    """
+    weights = image.new_tensor([65.481, 128.553, 24.966]).view(1, 3, 1, 1) / 255.0
+    return (image * weights).sum(dim=1, keepdim=True) + 16.0 / 255.0
+
+
+def quantize_8bit(image: Tensor) -> Tensor:
+    """What a receiver gets from an 8-bit PNG: clamp to [0, 1] and round to multiples of 1/255."""
+    return image.clamp(0, 1).mul(255).round().div(255)
+
+
+def lpips_weights_cached(net: str) -> bool:
+    """Whether the torchvision backbone LPIPS needs is already in the torch hub cache (never downloads)."""
+    import os
+
+    from torchvision.models import AlexNet_Weights, SqueezeNet1_1_Weights, VGG16_Weights
+
+    url = {
+        "alex": AlexNet_Weights.IMAGENET1K_V1.url,
+        "vgg": VGG16_Weights.IMAGENET1K_V1.url,
+        "squeeze": SqueezeNet1_1_Weights.IMAGENET1K_V1.url,
+    }[net]
+    return os.path.isfile(os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url)))
+
+
+class ImagePairMetrics(torch.nn.Module):
+    """PSNR and SSIM (RGB and BT.601 Y) and optional LPIPS for named (reference, estimate) image pairs.
+
+    Metric names are ``{prefix}{psnr|ssim|psnr_y|ssim_y|lpips}_{pair}{suffix}``, e.g. ``val/psnr_recovered_q8``.
+    PSNR is averaged per image (as the paper's tables are). LPIPS runs only when its backbone weights are
+    in the torch hub cache; otherwise it is skipped with one warning, never downloaded. The LPIPS network is
+    kept out of the state dict so checkpoints do not depend on it.
+
+    Args:
+        pairs: metric key -> (reference image name, estimate image name).
+        prefix: prepended to every metric name.
+        suffixes: variants updated separately (e.g. float and 8-bit quantised).
+        lpips_net: LPIPS backbone, or ``None`` for no LPIPS.
+    """
+
+    def __init__(
+        self,
+        pairs: dict[str, tuple[str, str]],
+        prefix: str = "",
+        suffixes: tuple[str, ...] = ("", "_q8"),
+        lpips_net: str | None = "alex",
+    ) -> None:
+        super().__init__()
+        from torchmetrics import MeanMetric
+        from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+        self.pairs = pairs
+        self.prefix = prefix
+        self._lpips: list[torch.nn.Module] = []  # a list keeps the network out of the module tree
+        if lpips_net is not None:
+            if lpips_weights_cached(lpips_net):
+                import lpips
+
+                self._lpips.append(lpips.LPIPS(net=lpips_net, verbose=False).eval().requires_grad_(False))
+            else:
+                import warnings
+
+                warnings.warn(
+                    f"LPIPS ({lpips_net}) skipped: its torchvision backbone weights are not in {torch.hub.get_dir()}; "
+                    "put them there (or set TORCH_HOME) to get LPIPS, they are never downloaded",
+                    stacklevel=2,
+                )
+        metrics: dict[str, Metric] = {}
+        for pair in pairs:
+            for suffix in suffixes:
+                for channel in ("", "_y"):
+                    metrics[f"psnr{channel}_{pair}{suffix}"] = PeakSignalNoiseRatio(
+                        data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3)
+                    )
+                    metrics[f"ssim{channel}_{pair}{suffix}"] = StructuralSimilarityIndexMeasure(data_range=1.0)
+                if self._lpips:
+                    metrics[f"lpips_{pair}{suffix}"] = MeanMetric()
+        self.metrics = torch.nn.ModuleDict(metrics)
+
+    @torch.no_grad()
+    def update(self, images: dict[str, Tensor], suffix: str = "") -> None:
+        """Update every pair's metrics from ``images`` (name -> (B, 3, H, W) in [0, 1])."""
+        for pair, (reference_name, estimate_name) in self.pairs.items():
+            reference = images[reference_name].float()
+            estimate = images[estimate_name].float().clamp(0, 1)
+            for channel, ref, est in (("", reference, estimate), ("_y", rgb_to_y(reference), rgb_to_y(estimate))):
+                self.metrics[f"psnr{channel}_{pair}{suffix}"].update(est, ref)
+                self.metrics[f"ssim{channel}_{pair}{suffix}"].update(est, ref)
+            if self._lpips:
+                net = self._lpips[0].to(reference.device)
+                self.metrics[f"lpips_{pair}{suffix}"].update(net(estimate, reference, normalize=True).flatten())
+
+    def items(self) -> list[tuple[str, Metric]]:
+        """(full metric name, metric) pairs, for ``LightningModule.log``."""
+        return [(self.prefix + name, metric) for name, metric in self.metrics.items()]
+
+
+class SourceExtractionMetrics(torch.nn.Module):
+    """NC and SR_E of an extractor per image source (paper Tables 3, 4 and 10).
+
+    Watermarked sources log ``{prefix}nc_{source}`` and ``{prefix}sr_e_{source}``; clean sources (which should
+    give the blank image) log ``{prefix}nc_{source}`` and the false-positive rate ``{prefix}fpr_{source}``.
+
+    Args:
+        watermarked: names of the sources that carry the watermark (e.g. ``masked_face``).
+        clean: names of the clean sources (e.g. ``protected``).
+        prefix: prepended to every metric name.
+        threshold: NC above which an extraction succeeds.
+    """
+
+    def __init__(
+        self, watermarked: list[str], clean: list[str], prefix: str = "", threshold: float = NC_THRESHOLD
+    ) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.clean = list(clean)
+        metrics: dict[str, Metric] = {}
+        for source in [*watermarked, *clean]:
+            metrics[f"nc_{source}"] = NormalizedCorrelation()
+            rate = "fpr" if source in self.clean else "sr_e"
+            metrics[f"{rate}_{source}"] = ExtractionSuccessRate(threshold)
+        self.metrics = torch.nn.ModuleDict(metrics)
+
+    def update(self, source: str, extracted: Tensor, watermark: Tensor) -> None:
+        """Add R's outputs ``extracted`` (B, 3, H, W) on images of ``source``."""
+        rate = "fpr" if source in self.clean else "sr_e"
+        self.metrics[f"nc_{source}"].update(extracted, watermark)
+        self.metrics[f"{rate}_{source}"].update(extracted, watermark)
+
+    def items(self) -> list[tuple[str, Metric]]:
+        """(full metric name, metric) pairs, for ``LightningModule.log``."""
+        return [(self.prefix + name, metric) for name, metric in self.metrics.items()]
+
+    def compute(self) -> dict[str, float]:
+        """Every metric's value, keyed by full name."""
+        return {name: float(metric.compute()) for name, metric in self.items()}

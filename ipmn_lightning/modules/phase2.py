@@ -1,0 +1,287 @@
+"""Phase 2 (paper §3.4.2): the invertible network that puts the watermarked mask on and takes it off."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from torch.optim.lr_scheduler import StepLR
+
+from ..losses import privacy_loss
+from ..metrics import ImagePairMetrics, quantize_8bit
+from ..nets.embedder import WatermarkEmbedder
+from ..nets.inn import InvertibleMaskNet
+from .base import IPMNModule, freeze
+from .blackbox import PHASE2, build, check_image_size, load_into, load_phase1
+
+PAIRS = {
+    # metric key: (reference, estimate) — the three image pairs of Table 2
+    "recovered": ("protected", "recovered_face"),
+    "masked": ("watermarked_mask", "masked_face"),
+    "recovered_mask": ("watermarked_mask", "recovered_mask"),
+}
+
+
+class InvertibleMaskModule(IPMNModule):
+    """Phase 2: train the putting-on/putting-off mask network (eqs. 3-8) on ℓ_fp (eqs. 19-22).
+
+    The frozen phase-1 embedder H computes x_wm = H(x_m, w) on the fly; only the INN is optimised.
+
+    Args:
+        image_size: side of the square images (linked from the data module).
+        phase1_ckpt: phase-1 checkpoint giving H and the watermark (loaded in ``setup``, frozen; not needed
+            to reload a phase-2 checkpoint).
+        num_blocks: K coupling blocks (16, paper §4).
+        clamp: clamp of the affine scale (2.0, HiNet).
+        growth: growth channels of the dense blocks (32, HiNet).
+        wavelet: DWT implementation.
+        lambda_recover: λ1 of eq. 19 (3, IMN).
+        lambda_guide: λ2 of eq. 19.
+        lambda_distortion: λ3 of eq. 19.
+        lambda_low: weight of HiNet's low-frequency term (not in eq. 19; 0).
+        lr: Adam learning rate (1e-5, paper §4).
+        betas: Adam betas (HiNet/IMN).
+        eps: Adam epsilon (HiNet/IMN).
+        weight_decay: Adam L2 weight decay (HiNet/IMN).
+        lr_step_epochs: StepLR step in epochs — the paper's "weight decay is set as 1000" read as HiNet's
+            ``weight_step``.
+        lr_gamma: StepLR factor.
+        gradient_clip_val: max gradient norm (``None``: no clipping); HiNet-style training explodes without it.
+        spike_factor: skip a step whose loss exceeds this multiple of the running loss average (``None``: off).
+        spike_warmup_steps: steps before the spike guard is armed (the loss falls fast at first).
+        lpips_net: LPIPS backbone for validation/test, used only when its weights are in the torch hub cache.
+        eval_seed: seed of the Gaussian z drawn for validation/test recovery.
+    """
+
+    phase = PHASE2
+    frozen_attributes = ("embedder",)
+
+    def __init__(
+        self,
+        image_size: int = 256,
+        phase1_ckpt: str | None = None,
+        num_blocks: int = 16,
+        clamp: float = 2.0,
+        growth: int = 32,
+        wavelet: Literal["haar", "pytorch_wavelets"] = "haar",
+        lambda_recover: float = 3.0,
+        lambda_guide: float = 1.0,
+        lambda_distortion: float = 1.0,
+        lambda_low: float = 0.0,
+        lr: float = 1e-5,
+        betas: tuple[float, float] = (0.5, 0.999),
+        eps: float = 1e-6,
+        weight_decay: float = 1e-5,
+        lr_step_epochs: int = 1000,
+        lr_gamma: float = 0.5,
+        gradient_clip_val: float | None = 10.0,
+        spike_factor: float | None = 100.0,
+        spike_warmup_steps: int = 100,
+        lpips_net: Literal["alex", "vgg", "squeeze"] | None = "alex",
+        eval_seed: int = 0,
+    ) -> None:
+        super().__init__(image_size)
+        self.save_hyperparameters(ignore=["phase1_ckpt"])
+        self.phase1_ckpt = phase1_ckpt
+        self.automatic_optimization = False
+        self.inn = InvertibleMaskNet(num_blocks=num_blocks, clamp=clamp, growth=growth, wavelet=wavelet)
+        self.embedder: WatermarkEmbedder | None = None
+        self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("loss_average", torch.full((), math.nan))
+        self.val_metrics = ImagePairMetrics(PAIRS, prefix="val/", lpips_net=lpips_net)
+        self.test_metrics = ImagePairMetrics(PAIRS, prefix="test/", lpips_net=lpips_net)
+
+    # ------------------------------------------------------- frozen networks
+    def build_frozen(self, config: dict[str, Any]) -> None:
+        """Create the frozen H and the watermark buffer from the recorded phase-1 architecture."""
+        super().build_frozen(config)
+        self.embedder = freeze(build("embedder", config["embedder"]))
+        size = config["embedder"]["image_size"]
+        self.register_buffer("watermark", torch.zeros(3, size, size))
+
+    def load_frozen(self) -> None:
+        """Load H and w from ``phase1_ckpt``."""
+        if self.phase1_ckpt is None:
+            raise ValueError(
+                "InvertibleMaskModule needs the phase-1 checkpoint: set model.init_args.phase1_ckpt "
+                "(e.g. --model.init_args.phase1_ckpt=runs/phase1/checkpoints/last.ckpt)"
+            )
+        configs, state = load_phase1(self.phase1_ckpt)
+        check_image_size(configs["embedder"]["image_size"], self.image_size, "phase1_ckpt")
+        self.build_frozen({"embedder": configs["embedder"]})
+        load_into(self.embedder, state, "embedder", f"phase1_ckpt {self.phase1_ckpt}")
+        self.watermark.copy_(state["watermark"])
+
+    # ------------------------------------------------------------------ model
+    def watermark_mask(self, mask: Tensor) -> Tensor:
+        """x_wm = H(x_m, w) with the frozen phase-1 H, (B, 3, H, W) in [0, 1]."""
+        if self.embedder is None:
+            raise RuntimeError("the phase-1 embedder is not loaded; set phase1_ckpt or load a phase-2 checkpoint")
+        with torch.no_grad():
+            return self.embedder(mask, self.watermark)
+
+    def forward(self, protected: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Sender side: (x_wmf, M) = f(x_p, H(x_m, w)) (eqs. 2 and 5)."""
+        return self.inn.put_on(protected, self.watermark_mask(mask))
+
+    def run_inn(self, protected: Tensor, watermarked_mask: Tensor, z: Tensor | None = None) -> dict[str, Tensor]:
+        """Put on and take off in the wavelet domain (HiNet: no IWT→DWT round trip of x_wmf).
+
+        Returns:
+            ``masked_face``, ``recovered_face``, ``recovered_mask`` (B, 3, H, W) and the LL subbands.
+        """
+        inn = self.inn
+        host = inn.dwt(watermarked_mask)
+        host_out, lost = inn.forward_wavelet(host, inn.dwt(protected))
+        if z is None:
+            z = torch.randn_like(lost)
+        host_rec, hidden_rec = inn.inverse_wavelet(host_out, z)
+        return {
+            "masked_face": inn.iwt(host_out),
+            "recovered_face": inn.iwt(hidden_rec),
+            "recovered_mask": inn.iwt(host_rec),
+            "masked_face_ll": host_out[:, :3],
+            "watermarked_mask_ll": host[:, :3],
+        }
+
+    def losses(self, protected: Tensor, watermarked_mask: Tensor, out: dict[str, Tensor]) -> dict[str, Tensor]:
+        """ℓ_fp of eq. 19 and its terms."""
+        hp = self.hparams
+        return privacy_loss(
+            protected, out["recovered_face"], watermarked_mask, out["recovered_mask"], out["masked_face"],
+            lambda_recover=hp.lambda_recover, lambda_guide=hp.lambda_guide,
+            lambda_distortion=hp.lambda_distortion, lambda_low=hp.lambda_low,
+            masked_face_ll=out["masked_face_ll"], watermarked_mask_ll=out["watermarked_mask_ll"],
+        )  # fmt: skip
+
+    # --------------------------------------------------------------- training
+    def _should_skip(self, loss: Tensor) -> str | None:
+        """Why this step must be skipped (non-finite or spiking loss), agreed across DDP ranks."""
+        reason = None
+        if not torch.isfinite(loss):
+            reason = "nonfinite"
+        elif (
+            self.hparams.spike_factor is not None
+            and self.global_step >= self.hparams.spike_warmup_steps
+            and torch.isfinite(self.loss_average)
+            and loss > self.hparams.spike_factor * self.loss_average
+        ):
+            reason = "spike"
+        if self.trainer.world_size > 1:
+            skip = self.trainer.strategy.reduce_boolean_decision(reason is not None, all=False)
+            reason = reason or ("other_rank" if skip else None)
+        return reason
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """One guarded optimisation step of the INN on ℓ_fp."""
+        opt = self.optimizers()
+        protected = batch["protected"]
+        watermarked_mask = self.watermark_mask(batch["mask"])
+        out = self.run_inn(protected, watermarked_mask)
+        losses = self.losses(protected, watermarked_mask, out)
+        loss = losses["fp"]
+        size = protected.shape[0]
+        skip = self._should_skip(loss.detach())
+        if skip is None:
+            opt.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            grads_finite = all(
+                torch.isfinite(p.grad).all() for p in self.inn.parameters() if p.grad is not None
+            )
+            if grads_finite:
+                self.clip_gradients(opt, self.hparams.gradient_clip_val, "norm")
+                opt.step()
+                detached = loss.detach()
+                self.loss_average.copy_(
+                    detached if not torch.isfinite(self.loss_average) else 0.98 * self.loss_average + 0.02 * detached
+                )
+            else:
+                skip = "nonfinite_grad"
+                opt.zero_grad(set_to_none=True)
+        if skip is not None:
+            self.skipped_steps += 1
+            self.warn_once(f"skipped an INN step ({skip}, loss {loss.item():.4g}); see train/skipped_steps")
+        self.log("train/skipped_steps", self.skipped_steps.float(), batch_size=size)
+        if torch.isfinite(loss):
+            self.log_dict(
+                {f"train/{k}": losses[k].detach() / size for k in ("recover", "guide", "distortion", "low")},
+                batch_size=size,
+            )
+            self.log("train/loss", loss.detach() / size, prog_bar=True, batch_size=size)
+
+    def configure_optimizers(self) -> tuple[list[torch.optim.Optimizer], list[StepLR]]:
+        """Adam (HiNet/IMN settings) with StepLR stepped once per epoch by hand."""
+        hp = self.hparams
+        opt = torch.optim.Adam(
+            self.inn.parameters(), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, weight_decay=hp.weight_decay
+        )
+        return [opt], [StepLR(opt, step_size=hp.lr_step_epochs, gamma=hp.lr_gamma)]
+
+    def on_train_epoch_end(self) -> None:
+        """Step the StepLR schedule (manual optimization never steps it)."""
+        scheduler = self.lr_schedulers()
+        scheduler.step()
+        self.log("train/lr", scheduler.get_last_lr()[0])
+
+    # ------------------------------------------------------------- evaluation
+    def _evaluate(self, batch: dict[str, Any], batch_idx: int, stage: Literal["val", "test"]) -> None:
+        protected = batch["protected"]
+        watermarked_mask = self.watermark_mask(batch["mask"])
+        generator = torch.Generator(device=protected.device).manual_seed(self.hparams.eval_seed + batch_idx)
+        masked_face, lost = self.inn.put_on(protected, watermarked_mask)
+        z = torch.randn(lost.shape, generator=generator, device=lost.device, dtype=lost.dtype)
+        recovered_face, recovered_mask = self.inn.put_off(masked_face, z=z)
+        quantized = quantize_8bit(masked_face)
+        recovered_face_q8, recovered_mask_q8 = self.inn.put_off(quantized, z=z)
+        images = {
+            "protected": protected,
+            "watermarked_mask": watermarked_mask,
+            "masked_face": masked_face,
+            "recovered_face": recovered_face,
+            "recovered_mask": recovered_mask,
+        }
+        images_q8 = {**images, "masked_face": quantized, "recovered_face": recovered_face_q8,
+                     "recovered_mask": recovered_mask_q8}  # fmt: skip
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        metrics.update(images, suffix="")
+        metrics.update(images_q8, suffix="_q8")
+        size = protected.shape[0]
+        losses = self.losses(protected, watermarked_mask, {**images, "masked_face_ll": masked_face[:, :0],
+                                                            "watermarked_mask_ll": masked_face[:, :0]})  # fmt: skip
+        self.log(f"{stage}/loss", losses["fp"] / size, sync_dist=True, batch_size=size, prog_bar=stage == "val")
+        for name, metric in metrics.items():
+            self.log(name, metric, batch_size=size, prog_bar=name.endswith("psnr_recovered"))
+        if batch_idx == 0 and stage == "val":
+            self.log_image_grid(
+                "val/images",
+                [
+                    protected,
+                    watermarked_mask,
+                    masked_face,
+                    recovered_face,
+                    recovered_mask,
+                    ((masked_face - watermarked_mask).abs() * 10).clamp(0, 1),
+                    ((recovered_face - protected).abs() * 10).clamp(0, 1),
+                ],
+            )
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """PSNR/SSIM(/LPIPS) of the Table 2 pairs, float and 8-bit, and an image grid."""
+        self._evaluate(batch, batch_idx, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """The validation metrics on the test split."""
+        self._evaluate(batch, batch_idx, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        """Masked faces and what an authorised receiver recovers from their 8-bit version."""
+        masked_face, _ = self(batch["protected"], batch["mask"])
+        recovered_face, recovered_mask = self.inn.put_off(quantize_8bit(masked_face))
+        return {
+            "index": batch["index"],
+            "masked_face": masked_face,
+            "recovered_face": recovered_face,
+            "recovered_mask": recovered_mask,
+        }

@@ -1,0 +1,209 @@
+"""Phase 3b (paper §3.3.2, §3.4.3, eqs. 23-26): fine-tuning the extractor R on every source."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+from ..losses import enhanced_extracting_loss
+from ..metrics import SourceExtractionMetrics, quantize_8bit
+from .base import IPMNModule, freeze
+from .blackbox import (
+    build,
+    check_image_size,
+    load_into,
+    load_phase1,
+    load_phase2,
+    load_stealer,
+)
+
+CLEAN_SOURCES = ("mask", "protected", "recovered_face")
+
+
+class ExtractorEnhanceModule(IPMNModule):
+    """Phase 3b: R learns to find w in x_wmf, x'_wm and every x_sm, and the blank in x_m, x_p, x'_p.
+
+    Each batch builds the mixed set of eqs. 24-26 with the frozen black box (H, w, INN) and the frozen
+    stealing models; R starts from the phase-1 extractor.
+
+    Args:
+        image_size: side of the square images (linked from the data module).
+        phase1_ckpt: phase-1 checkpoint: R's starting weights and architecture.
+        phase2_ckpt: phase-2 checkpoint: H, w and the INN.
+        stealer_ckpt: one or more phase-3a checkpoints (the simulated attackers).
+        mse_scale: scale of every mean MSE term (1e4, DMW).
+        lambda_wm: λ'_wm of eq. 23.
+        lambda_clean: λ'_clean of eq. 23.
+        lambda_cst: λ'_cst of eq. 23.
+        quantize: use the 8-bit x_wmf a receiver actually gets (and recover from it).
+        lr: Adam learning rate (1e-4, paper §4).
+        betas: Adam betas (DMW).
+        plateau_factor: ReduceLROnPlateau factor (DMW adversarial stage).
+        plateau_patience: ReduceLROnPlateau patience in validation epochs (DMW: 8).
+        eval_seed: seed of the Gaussian z used when recovering in validation/test.
+    """
+
+    phase = "extractor_enhance"
+    frozen_attributes = ("embedder", "inn", "stealers")
+
+    def __init__(
+        self,
+        image_size: int = 256,
+        phase1_ckpt: str | None = None,
+        phase2_ckpt: str | None = None,
+        stealer_ckpt: list[str] | str | None = None,
+        mse_scale: float = 1e4,
+        lambda_wm: float = 1.0,
+        lambda_clean: float = 1.0,
+        lambda_cst: float = 1.0,
+        quantize: bool = True,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+        plateau_factor: float = 0.2,
+        plateau_patience: int = 8,
+        eval_seed: int = 0,
+    ) -> None:
+        super().__init__(image_size)
+        self.save_hyperparameters(ignore=["phase1_ckpt", "phase2_ckpt", "stealer_ckpt"])
+        self.phase1_ckpt, self.phase2_ckpt = phase1_ckpt, phase2_ckpt
+        self.stealer_ckpts = [stealer_ckpt] if isinstance(stealer_ckpt, str) else list(stealer_ckpt or [])
+        self.extractor: nn.Module | None = None
+        self.stealer_names: list[str] = []
+
+    # ------------------------------------------------------- frozen networks
+    def build_frozen(self, config: dict[str, Any]) -> None:
+        """Create the frozen black box and stealers, the trainable R, the watermark/blank and the metrics."""
+        super().build_frozen(config)
+        self.embedder = freeze(build("embedder", config["embedder"]))
+        self.inn = freeze(build("inn", config["inn"]))
+        self.stealers = nn.ModuleList([freeze(build("stealer", c)) for c in config["stealers"]])
+        self.stealer_names = unique_names([c["name"] for c in config["stealers"]])
+        self.extractor = build("extractor", config["extractor"])
+        size = config["embedder"]["image_size"]
+        self.register_buffer("watermark", torch.zeros(3, size, size))
+        self.register_buffer("blank", torch.ones(3, size, size))
+        watermarked = ["masked_face", "recovered_mask", *(["stolen"] if self.stealer_names else [])]
+        watermarked += [f"stolen_{n}" for n in self.stealer_names] if len(self.stealer_names) > 1 else []
+        self.val_metrics = SourceExtractionMetrics(watermarked, list(CLEAN_SOURCES), prefix="val/")
+        self.test_metrics = SourceExtractionMetrics(watermarked, list(CLEAN_SOURCES), prefix="test/")
+
+    def load_frozen(self) -> None:
+        """Load R from ``phase1_ckpt``, the black box from ``phase2_ckpt``, the stealers from ``stealer_ckpt``."""
+        for argument in ("phase1_ckpt", "phase2_ckpt"):
+            if getattr(self, argument) is None:
+                raise ValueError(f"ExtractorEnhanceModule needs model.init_args.{argument}")
+        if not self.stealer_ckpts:
+            self.warn_once("no stealer_ckpt given: R is enhanced on x_wmf and x'_wm only (no simulated attack)")
+        configs1, state1 = load_phase1(self.phase1_ckpt)
+        configs2, state2 = load_phase2(self.phase2_ckpt)
+        check_image_size(configs2["embedder"]["image_size"], self.image_size, "phase2_ckpt")
+        stealers = [load_stealer(path) for path in self.stealer_ckpts]
+        self.build_frozen(
+            {**configs2, "extractor": configs1["extractor"], "stealers": [config for config, _ in stealers]}
+        )
+        load_into(self.embedder, state2, "embedder", f"phase2_ckpt {self.phase2_ckpt}")
+        load_into(self.inn, state2, "inn", f"phase2_ckpt {self.phase2_ckpt}")
+        load_into(self.extractor, state1, "extractor", f"phase1_ckpt {self.phase1_ckpt}")
+        for module, (_, state), path in zip(self.stealers, stealers, self.stealer_ckpts):
+            load_into(module, state, "stealer", f"stealer_ckpt {path}")
+        self.watermark.copy_(state2["watermark"])
+
+    # ------------------------------------------------------------------ model
+    def forward(self, image: Tensor) -> Tensor:
+        """R's extracted watermark, (B, 3, H, W)."""
+        return self.extractor(image)
+
+    @torch.no_grad()
+    def sources(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Every image source of eqs. 24-25 for a batch, each (B, 3, H, W) in [0, 1]."""
+        protected, mask = batch["protected"], batch["mask"]
+        masked_face, lost = self.inn.put_on(protected, self.embedder(mask, self.watermark))
+        masked_face = quantize_8bit(masked_face) if self.hparams.quantize else masked_face.clamp(0, 1)
+        z = torch.randn(lost.shape, generator=generator, device=lost.device, dtype=lost.dtype)
+        recovered_face, recovered_mask = self.inn.put_off(masked_face, z=z)
+        out = {
+            "masked_face": masked_face,
+            "recovered_mask": recovered_mask.clamp(0, 1),
+            "mask": mask,
+            "protected": protected,
+            "recovered_face": recovered_face.clamp(0, 1),
+        }
+        for name, stealer in zip(self.stealer_names, self.stealers):
+            out[f"stolen_{name}"] = stealer(protected, batch["replacement"])
+        return out
+
+    def _extract_all(self, sources: dict[str, Tensor]) -> dict[str, Tensor]:
+        names = list(sources)
+        extracted = self.extractor(torch.cat([sources[n] for n in names]))
+        return dict(zip(names, extracted.chunk(len(names))))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """ℓ'_wext on the mixed batch (eqs. 23-26)."""
+        extracted = self._extract_all(self.sources(batch))
+        watermarked = [v for k, v in extracted.items() if k not in CLEAN_SOURCES]
+        clean = [extracted[k] for k in CLEAN_SOURCES]
+        hp = self.hparams
+        losses = enhanced_extracting_loss(
+            watermarked, clean, self.watermark, self.blank,
+            mse_scale=hp.mse_scale, lambda_wm=hp.lambda_wm, lambda_clean=hp.lambda_clean, lambda_cst=hp.lambda_cst,
+        )  # fmt: skip
+        size = batch["protected"].shape[0]
+        self.log_dict({f"train/{k}": losses[k].detach() for k in ("wm", "clean", "cst")}, batch_size=size)
+        self.log("train/loss", losses["wext"].detach(), prog_bar=True, batch_size=size)
+        return losses["wext"]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """Adam on R with ReduceLROnPlateau on the validation loss."""
+        hp = self.hparams
+        opt = torch.optim.Adam(self.extractor.parameters(), lr=hp.lr, betas=tuple(hp.betas))
+        scheduler = ReduceLROnPlateau(opt, mode="min", factor=hp.plateau_factor, patience=hp.plateau_patience)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss", "strict": False}}
+
+    # ------------------------------------------------------------- evaluation
+    def _evaluate(self, batch: dict[str, Any], batch_idx: int, stage: Literal["val", "test"]) -> None:
+        generator = torch.Generator(device=batch["protected"].device).manual_seed(self.hparams.eval_seed + batch_idx)
+        sources = self.sources(batch, generator)
+        extracted = self._extract_all(sources)
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        stolen = [k for k in extracted if k.startswith("stolen_")]
+        for name, output in extracted.items():
+            if name.startswith("stolen_"):
+                if len(stolen) > 1:
+                    metrics.update(name, output, self.watermark)
+                metrics.update("stolen", output, self.watermark)
+            else:
+                metrics.update(name, output, self.watermark)
+        hp = self.hparams
+        loss = enhanced_extracting_loss(
+            [v for k, v in extracted.items() if k not in CLEAN_SOURCES], [extracted[k] for k in CLEAN_SOURCES],
+            self.watermark, self.blank, mse_scale=hp.mse_scale, lambda_wm=hp.lambda_wm,
+            lambda_clean=hp.lambda_clean, lambda_cst=0.0,
+        )["wext"]  # fmt: skip
+        size = batch["protected"].shape[0]
+        self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=size, prog_bar=stage == "val")
+        for name, metric in metrics.items():
+            self.log(name, metric, batch_size=size)
+        if batch_idx == 0 and stage == "val":
+            order = [k for k in extracted if k not in CLEAN_SOURCES] + list(CLEAN_SOURCES)
+            self.log_image_grid("val/images", [sources[k] for k in order] + [extracted[k] for k in order])
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """NC/SR_E per watermarked source and the false-positive rate per clean source."""
+        self._evaluate(batch, batch_idx, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """The validation metrics on the test split."""
+        self._evaluate(batch, batch_idx, "test")
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """Make stealer names unique (``unet``, ``unet_2``) so each gets its own metrics."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+    return out

@@ -1,0 +1,156 @@
+"""Phase 3a (paper §3.3.1, eq. 9, §4.4.1): the attacker's stealing model, trained on black-box queries."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.optim.lr_scheduler import ConstantLR, LinearLR, LRScheduler, SequentialLR
+from torchmetrics.image import PeakSignalNoiseRatio
+
+from ..metrics import ExtractionSuccessRate, NormalizedCorrelation, quantize_8bit
+from ..nets.stealing import build_stealer
+from .base import IPMNModule, freeze
+from .blackbox import PHASE3_STEAL, build, check_image_size, load_into, load_phase1, load_phase2
+
+
+class StealingAttackModule(IPMNModule):
+    """Phase 3a: train a stealing model SM to imitate the black box, x_sm = SM(x_p, x_r) → x_wmf (eq. 9).
+
+    The black box (frozen H, w and INN put-on) answers each query (x_p, x_r) with x_wmf for the batch's
+    precomputed mask; the stealer only ever sees (x_p, x_r). Loss: plain L2 (paper §3.4.3).
+
+    Args:
+        image_size: side of the square images (linked from the data module).
+        phase1_ckpt: phase-1 checkpoint; its extractor R measures how much watermark the stealer copied.
+        phase2_ckpt: phase-2 checkpoint; gives H, w and the INN of the black box.
+        stealer: the attacker's architecture (paper §4.4.1): ``cnet``, ``res9``, ``res16`` or ``unet``.
+        ngf: base width of the stealer.
+        res_block: ResNet block of ``res9``/``res16``: the standard two convolutions or the DMW code's one.
+        quantize_queries: the attacker receives 8-bit images from the service (as PNG files).
+        lr: Adam learning rate (1e-4, paper §4).
+        betas: Adam betas (DMW).
+        lr_schedule: ``constant``, or ``linear_decay`` (the DMW/pix2pix schedule: constant, then linear to 0).
+        decay_epochs: epochs of linear decay at the end of training (``linear_decay`` only).
+    """
+
+    phase = PHASE3_STEAL
+    frozen_attributes = ("embedder", "inn", "extractor")
+
+    def __init__(
+        self,
+        image_size: int = 256,
+        phase1_ckpt: str | None = None,
+        phase2_ckpt: str | None = None,
+        stealer: Literal["cnet", "res9", "res16", "unet"] = "unet",
+        ngf: int = 64,
+        res_block: Literal["two_conv", "dmw_single_conv"] = "two_conv",
+        quantize_queries: bool = True,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+        lr_schedule: Literal["constant", "linear_decay"] = "constant",
+        decay_epochs: int = 150,
+    ) -> None:
+        super().__init__(image_size)
+        self.save_hyperparameters(ignore=["phase1_ckpt", "phase2_ckpt"])
+        self.phase1_ckpt, self.phase2_ckpt = phase1_ckpt, phase2_ckpt
+        extra = {"block": res_block} if stealer in ("res9", "res16") else {}
+        self.stealer = build_stealer(stealer, image_size=image_size, ngf=ngf, **extra)
+        self.val_psnr = PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
+        self.val_nc = NormalizedCorrelation()
+        self.val_sr_e = ExtractionSuccessRate()
+        self.test_psnr, self.test_nc, self.test_sr_e = self.val_psnr.clone(), self.val_nc.clone(), self.val_sr_e.clone()
+
+    # ------------------------------------------------------- frozen networks
+    def build_frozen(self, config: dict[str, Any]) -> None:
+        """Create the frozen black box (H, INN), the phase-1 R and the watermark buffer."""
+        super().build_frozen(config)
+        self.embedder = freeze(build("embedder", config["embedder"]))
+        self.inn = freeze(build("inn", config["inn"]))
+        self.extractor = freeze(build("extractor", config["extractor"]))
+        size = config["embedder"]["image_size"]
+        self.register_buffer("watermark", torch.zeros(3, size, size))
+
+    def load_frozen(self) -> None:
+        """Load the black box from ``phase2_ckpt`` and R from ``phase1_ckpt``."""
+        for argument in ("phase1_ckpt", "phase2_ckpt"):
+            if getattr(self, argument) is None:
+                raise ValueError(f"StealingAttackModule needs model.init_args.{argument} (the {argument[:6]} checkpoint)")
+        configs1, state1 = load_phase1(self.phase1_ckpt)
+        configs2, state2 = load_phase2(self.phase2_ckpt)
+        check_image_size(configs2["embedder"]["image_size"], self.image_size, "phase2_ckpt")
+        self.build_frozen({**configs2, "extractor": configs1["extractor"]})
+        load_into(self.embedder, state2, "embedder", f"phase2_ckpt {self.phase2_ckpt}")
+        load_into(self.inn, state2, "inn", f"phase2_ckpt {self.phase2_ckpt}")
+        load_into(self.extractor, state1, "extractor", f"phase1_ckpt {self.phase1_ckpt}")
+        self.watermark.copy_(state2["watermark"])
+
+    # ------------------------------------------------------------------ model
+    @torch.no_grad()
+    def query_black_box(self, protected: Tensor, mask: Tensor) -> Tensor:
+        """The service's answer x_wmf to a query, (B, 3, H, W) in [0, 1] (8-bit when ``quantize_queries``)."""
+        masked_face, _ = self.inn.put_on(protected, self.embedder(mask, self.watermark))
+        return quantize_8bit(masked_face) if self.hparams.quantize_queries else masked_face.clamp(0, 1)
+
+    def forward(self, protected: Tensor, replacement: Tensor) -> Tensor:
+        """x_sm = SM(x_p, x_r), (B, 3, H, W) in [0, 1]."""
+        return self.stealer(protected, replacement)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """Plain L2 between the stealer's output and the black box's answer."""
+        target = self.query_black_box(batch["protected"], batch["mask"])
+        stolen = self.stealer(batch["protected"], batch["replacement"])
+        loss = F.mse_loss(stolen, target)
+        self.log("train/loss", loss, prog_bar=True, batch_size=stolen.shape[0])
+        return loss
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """Adam; optionally the DMW constant-then-linear-decay schedule, stepped per epoch."""
+        hp = self.hparams
+        opt = torch.optim.Adam(self.stealer.parameters(), lr=hp.lr, betas=tuple(hp.betas))
+        if hp.lr_schedule == "constant":
+            return {"optimizer": opt}
+        total = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 2 * hp.decay_epochs
+        constant = max(total - hp.decay_epochs, 0)
+        scheduler: LRScheduler = SequentialLR(
+            opt,
+            [ConstantLR(opt, factor=1.0, total_iters=constant), LinearLR(opt, 1.0, 1e-3, total_iters=hp.decay_epochs)],
+            milestones=[constant],
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    # ------------------------------------------------------------- evaluation
+    def _evaluate(self, batch: dict[str, Any], stage: Literal["val", "test"]) -> None:
+        target = self.query_black_box(batch["protected"], batch["mask"])
+        stolen = self.stealer(batch["protected"], batch["replacement"])
+        psnr, nc, sr_e = (
+            (self.val_psnr, self.val_nc, self.val_sr_e) if stage == "val" else (self.test_psnr, self.test_nc, self.test_sr_e)
+        )
+        extracted = self.extractor(stolen)
+        psnr.update(stolen, target)
+        nc.update(extracted, self.watermark)
+        sr_e.update(extracted, self.watermark)
+        size = stolen.shape[0]
+        self.log(f"{stage}/loss", F.mse_loss(stolen, target), sync_dist=True, batch_size=size)
+        self.log(f"{stage}/psnr_stolen", psnr, batch_size=size, prog_bar=stage == "val")
+        self.log(f"{stage}/nc_stolen", nc, batch_size=size)
+        self.log(f"{stage}/sr_e_stolen", sr_e, batch_size=size)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """PSNR(x_sm, x_wmf) and the phase-1 extractor's NC/SR_E on x_sm."""
+        self._evaluate(batch, "val")
+        if batch_idx == 0:
+            target = self.query_black_box(batch["protected"], batch["mask"])
+            stolen = self.stealer(batch["protected"], batch["replacement"])
+            self.log_image_grid("val/images", [batch["protected"], batch["replacement"], target, stolen,
+                                               self.extractor(stolen)])  # fmt: skip
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """The validation metrics on the test split."""
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        """The stealer's outputs."""
+        return {"index": batch["index"], "stolen": self.stealer(batch["protected"], batch["replacement"])}

@@ -1,0 +1,94 @@
+"""Plain typed command functions behind ``ipmn masks ...`` (and, later, the workflow commands)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+
+def _dataset_layout(source: str, root: Path) -> tuple[Path, dict[str, list[str]], dict[str, int] | None]:
+    if source == "celeba":
+        from .data.celeba import read_celeba_identities, read_celeba_splits
+
+        return root / "img_align_celeba", read_celeba_splits(root), read_celeba_identities(root)
+    from .data.folder import folder_splits
+
+    return root, folder_splits(root), None
+
+
+def masks_pairs(
+    *,
+    root: str,
+    source: Literal["celeba", "folder"] = "celeba",
+    store: str | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> int:
+    """Write ``pairs.csv`` for a dataset: a deterministic (protected, replacement) pairing per split.
+
+    Run your face-swap generator (e.g. the official DiffFace code) over the rows and save each mask at
+    the row's ``mask`` path inside the store; then ``ipmn masks check`` validates the result.
+
+    Args:
+        root: the dataset folder (CelebA: the folder holding ``img_align_celeba/``).
+        source: dataset layout.
+        store: mask store folder (default ``<root>/masks_store``).
+        seed: seed of the pairing.
+        overwrite: replace an existing ``pairs.csv``.
+    """
+    from .data.mask_store import make_pairs, write_pairs
+
+    root_path = Path(root).expanduser()
+    store_path = Path(store).expanduser() if store else root_path / "masks_store"
+    if (store_path / "pairs.csv").exists() and not overwrite:
+        print(f"error: {store_path / 'pairs.csv'} exists; pass --overwrite true to replace it", file=sys.stderr)
+        return 1
+    _, splits, identities = _dataset_layout(source, root_path)
+    records = make_pairs(splits, identities, seed=seed)
+    store_path.mkdir(parents=True, exist_ok=True)
+    write_pairs(store_path, records)
+    counts = {s: sum(r.split == s for r in records) for s in ("train", "val", "test")}
+    print(f"wrote {store_path / 'pairs.csv'}: {len(records)} pairs {counts}")
+    return 0
+
+
+def masks_check(
+    *,
+    root: str,
+    source: Literal["celeba", "folder"] = "celeba",
+    store: str | None = None,
+    image_size: int | None = None,
+) -> int:
+    """Validate a mask store against its dataset; prints every problem and exits non-zero if any.
+
+    Args:
+        root: the dataset folder.
+        source: dataset layout.
+        store: mask store folder (default ``<root>/masks_store``).
+        image_size: expected mask size; ``None`` requires each mask to match its protected image's size.
+    """
+    from .data.mask_store import check_store
+
+    root_path = Path(root).expanduser()
+    store_path = Path(store).expanduser() if store else root_path / "masks_store"
+    image_root = root_path / "img_align_celeba" if source == "celeba" else root_path
+    problems = check_store(store_path, image_root, image_size)
+    for line in problems:
+        print(line)
+    print(f"{store_path}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
+
+
+TOOLS: dict[str, Any] = {"masks": {"pairs": masks_pairs, "check": masks_check}}
+
+
+def run_tool(args: Sequence[str]) -> int:
+    """Dispatch ``ipmn <tool> ...`` to the typed functions above through jsonargparse."""
+    from jsonargparse import auto_cli
+
+    if args[0] not in TOOLS:
+        print(f"ipmn: unknown command {args[0]!r}; run `ipmn --help` for the list", file=sys.stderr)
+        return 2
+    return int(auto_cli(TOOLS[args[0]], args=list(args[1:])) or 0)

@@ -1,0 +1,71 @@
+"""Shared fixtures: offline guard, a clean working directory, fake datasets in the real layouts."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_SCRIPTS = Path(__file__).resolve().parent / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/helpers.py
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def load_script(name: str) -> ModuleType:
+    """Import one of the fake-data generator scripts of tests/data by file name."""
+    spec = importlib.util.spec_from_file_location(f"_ipmn_test_{name}", DATA_SCRIPTS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def _offline_and_isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every test in its own folder, with an empty torch hub cache and no way out to the network."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    real_connect = socket.socket.connect
+
+    def guarded_connect(self: socket.socket, address: object) -> object:
+        host = address[0] if isinstance(address, tuple) else address
+        if self.family in (socket.AF_INET, socket.AF_INET6) and host not in ("127.0.0.1", "localhost", "::1"):
+            raise RuntimeError(f"test tried to reach the network: {address}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny checkpoints of every phase (32 px), trained for a couple of steps on synthetic faces."""
+    from helpers import make_checkpoints
+
+    return make_checkpoints(tmp_path_factory.mktemp("checkpoints"))
+
+
+@pytest.fixture(scope="session")
+def fake_celeba(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny CelebA in the official layout, with a mask store at <root>/masks_store."""
+    root = tmp_path_factory.mktemp("celeba")
+    load_script("make_fake_celeba").make_fake_celeba(root, n=12, size=48)
+    return root
+
+
+@pytest.fixture(scope="session")
+def fake_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny folder of face images with a mask store at <root>/masks_store."""
+    root = tmp_path_factory.mktemp("folder")
+    load_script("make_fake_folder").make_fake_folder(root, n=10, size=40)
+    return root
