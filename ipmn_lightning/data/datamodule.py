@@ -180,7 +180,7 @@ class FaceSwapDataModule(pl.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """Paired horizontal flip on the device: one coin per sample, shared by the three images."""
-        trainer = self._trainer
+        trainer = self.trainer
         if self.flip and trainer is not None and trainer.training:
             flip = torch.rand(batch["protected"].shape[0], device=batch["protected"].device) < 0.5
             if flip.any():

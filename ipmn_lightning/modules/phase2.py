@@ -248,9 +248,12 @@ class InvertibleMaskModule(IPMNModule):
         metrics.update(images, suffix="")
         metrics.update(images_q8, suffix="_q8")
         size = protected.shape[0]
-        losses = self.losses(protected, watermarked_mask, {**images, "masked_face_ll": masked_face[:, :0],
-                                                            "watermarked_mask_ll": masked_face[:, :0]})  # fmt: skip
-        self.log(f"{stage}/loss", losses["fp"] / size, sync_dist=True, batch_size=size, prog_bar=stage == "val")
+        hp = self.hparams
+        loss = privacy_loss(
+            protected, recovered_face, watermarked_mask, recovered_mask, masked_face,
+            lambda_recover=hp.lambda_recover, lambda_guide=hp.lambda_guide, lambda_distortion=hp.lambda_distortion,
+        )["fp"]  # fmt: skip
+        self.log(f"{stage}/loss", loss / size, sync_dist=True, batch_size=size, prog_bar=stage == "val")
         for name, metric in metrics.items():
             self.log(name, metric, batch_size=size, prog_bar=name.endswith("psnr_recovered"))
         if batch_idx == 0 and stage == "val":

@@ -265,13 +265,25 @@ class InvertibleMaskNet(nn.Module):
         self.in_channels = in_channels
         self.wavelet = wavelet
         self.init_scale = float(init_scale)
-        self.impl = impl
         self.wavelet_channels = 4 * in_channels
         self.blocks = nn.ModuleList(
             CouplingBlock(self.wavelet_channels, self.wavelet_channels, clamp, growth, init_scale, impl)
             for _ in range(num_blocks)
         )
+        self.impl = impl
         self.dwt, self.iwt = make_wavelet(wavelet)
+
+    @property
+    def impl(self) -> Impl:
+        """Dense-block implementation (``"auto"``, ``"concat"`` or ``"split"``); settable."""
+        return self._impl
+
+    @impl.setter
+    def impl(self, value: Impl) -> None:
+        _check_impl(value)
+        self._impl = value
+        for block in self.blocks:
+            block.impl = value
 
     def reset_parameters(self, init_scale: float | None = None) -> None:
         """Re-initialise every block to the identity map (HiNet ``init_model``)."""
@@ -304,7 +316,9 @@ class InvertibleMaskNet(nn.Module):
             return tuple(x.contiguous(memory_format=torch.channels_last) for x in xs)
         return xs
 
-    def forward_wavelet(self, host_w: torch.Tensor, hidden_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_wavelet(
+        self, host_w: torch.Tensor, hidden_w: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run blocks 1..K forward on wavelet-domain tensors.
 
         Args:
@@ -321,7 +335,9 @@ class InvertibleMaskNet(nn.Module):
             host, hidden = block(host, hidden)
         return host.contiguous(), hidden.contiguous()
 
-    def inverse_wavelet(self, host_w: torch.Tensor, hidden_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def inverse_wavelet(
+        self, host_w: torch.Tensor, hidden_w: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run blocks K..1 in reverse on wavelet-domain tensors.
 
         Args:
@@ -337,7 +353,9 @@ class InvertibleMaskNet(nn.Module):
             host, hidden = block.inverse(host, hidden)
         return host.contiguous(), hidden.contiguous()
 
-    def put_on(self, protected: torch.Tensor, watermarked_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def put_on(
+        self, protected: torch.Tensor, watermarked_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Putting on the mask, ``(x_wmf, M) = f(x_p, x_wm)`` (eq. 5).
 
         Args:
@@ -352,9 +370,7 @@ class InvertibleMaskNet(nn.Module):
         host_w, lost = self.forward_wavelet(self.dwt(watermarked_mask), self.dwt(protected))
         return self.iwt(host_w), lost
 
-    def sample_z(
-        self, like: torch.Tensor, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
+    def sample_z(self, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw z ~ N(0, 1) in the wavelet domain with the shape, device and dtype of ``like``.
 
         Args:
@@ -396,6 +412,8 @@ class InvertibleMaskNet(nn.Module):
         mask_w, face_w = self.inverse_wavelet(host_w, z)
         return self.iwt(face_w), self.iwt(mask_w)
 
-    def forward(self, protected: torch.Tensor, watermarked_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, protected: torch.Tensor, watermarked_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Alias of :meth:`put_on`."""
         return self.put_on(protected, watermarked_mask)

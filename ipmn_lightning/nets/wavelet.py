@@ -15,9 +15,10 @@ the DWT is the IWT of the incoming gradient and vice versa; :func:`haar_dwt`/:fu
 use that identity as their backward pass, which is exact and cheaper than differentiating
 through the forward kernels.
 
-Speed (one thread, ``(16, 3, 256, 256)`` float32, DWT + IWT): HiNet-style slicing 11.3 ms;
-this implementation 5.1 ms (forward only) and about 10 ms vs 37 ms with autograd (forward and
-backward of both). See the module docstrings of the kernels for the formulation.
+Speed (one CPU thread, ``(16, 3, 256, 256)`` float32, medians): DWT + IWT take about 5.5 ms here
+against 13-16 ms for HiNet's strided slicing, and DWT -> IWT forward + backward about 15 ms
+against 35-50 ms. The DWT is two broadcast ``addcmul`` butterflies over a reshaped view, the
+IWT one 4x4 matmul over the subbands plus one permute copy.
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ from typing import Literal
 import torch
 from torch import nn
 
-__all__ = ["HaarDWT", "HaarIWT", "haar_dwt", "haar_iwt", "make_wavelet"]
+__all__ = [
+    "HaarDWT",
+    "HaarIWT",
+    "PytorchWaveletsDWT",
+    "PytorchWaveletsIWT",
+    "haar_dwt",
+    "haar_iwt",
+    "make_wavelet",
+]
 
 
 def _check_image(x: torch.Tensor, name: str) -> None:
@@ -91,22 +100,22 @@ def _iwt_kernel(y: torch.Tensor) -> torch.Tensor:
 
 class _HaarDWTFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         return _dwt_kernel(x)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         # Orthogonal map: the adjoint is the inverse.
         return _HaarIWTFn.apply(grad)
 
 
 class _HaarIWTFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, y: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(ctx, y: torch.Tensor) -> torch.Tensor:
         return _iwt_kernel(y)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         return _HaarDWTFn.apply(grad)
 
 

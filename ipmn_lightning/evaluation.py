@@ -1,0 +1,367 @@
+"""``ipmn evaluate``: the paper's evaluation (Tables 2, 3, 4, 10, Fig. 5/6) of a trained pipeline.
+
+The numbers come from the phase modules' own ``test_step`` (run by a ``Trainer`` on the test or validation
+split), so the report measures exactly what training logs:
+
+- Table 2 from :class:`~ipmn_lightning.modules.InvertibleMaskModule` (PSNR/SSIM/LPIPS of the three image
+  pairs, float and 8-bit);
+- Tables 3, 4 and 10 and the false-positive rates from
+  :class:`~ipmn_lightning.modules.ExtractorEnhanceModule`, built from the phase-1, phase-2 and stealer
+  checkpoints twice: once with the phase-1 R (the "initial" extractor) and once with the enhanced R.
+
+Outputs (written atomically): ``report.md`` (each table beside the paper's numbers), ``report.json`` and
+``examples.png`` (a Fig. 5/6-style grid).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+from torch import Tensor
+
+from .utils import atomic_save_image, atomic_write_text
+
+__all__ = ["PAPER", "evaluate", "run_evaluation"]
+
+PAPER: dict[str, Any] = {
+    "table2": {
+        "recovered": {"psnr": 41.05, "ssim": 0.982, "lpips": 0.005262},
+        "masked": {"psnr": 53.65, "ssim": 0.998, "lpips": 0.000092},
+        "recovered_mask": {"psnr": 55.97, "ssim": 0.998, "lpips": 0.000070},
+    },
+    "table3": {"nc": 0.99, "sr_e": 1.0},
+    "table4": {"phase1": 0.0, "enhanced": 1.0},
+    "table10": {"cnet": 0.74, "res9": 0.92, "res16": 0.93, "unet": 1.0},
+    "false_positive_rate": 0.0,
+}
+PAIRS = {"recovered": "(x_p, x'_p)", "masked": "(x_wm, x_wmf)", "recovered_mask": "(x_wm, x'_wm)"}
+WATERMARKED = {"masked_face": "x_wmf", "recovered_mask": "x'_wm", "stolen": "x_sm"}
+CLEAN = {"mask": "x_m", "protected": "x_p", "recovered_face": "x'_p"}
+TABLE2_COLUMNS = ("PSNR", "SSIM", "LPIPS")
+
+
+def _run_checkpoints(run: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    from .pipeline import load_manifest
+
+    manifest = load_manifest(run)
+    if not manifest:
+        raise FileNotFoundError(f"{run} has no manifest.json; pass a folder written by `ipmn pipeline`")
+    finished = [p for p in manifest["phases"] if p.get("status") == "finished"]
+    of_kind = {k: [p for p in finished if p["kind"] == k] for k in ("phase1", "phase2", "steal", "enhance")}
+    checkpoints = {
+        "phase1_ckpt": of_kind["phase1"][-1]["checkpoint"] if of_kind["phase1"] else None,
+        "phase2_ckpt": of_kind["phase2"][-1]["checkpoint"] if of_kind["phase2"] else None,
+        "stealer_ckpt": [p["checkpoint"] for p in of_kind["steal"]],
+        "enhance_ckpt": of_kind["enhance"][-1]["checkpoint"] if of_kind["enhance"] else None,
+    }
+    data = next((p["data"] for p in reversed(finished) if p.get("data")), None)
+    return checkpoints, data or {}
+
+
+def _extraction_module(checkpoints: dict[str, Any], image_size: int, enhanced: bool) -> Any:
+    """An extractor-enhancement module with the black box, the stealers and R (phase-1 or enhanced)."""
+    from .modules import ExtractorEnhanceModule
+    from .modules.base import load_phase_checkpoint
+    from .modules.blackbox import build, load_into
+
+    module = ExtractorEnhanceModule(
+        image_size=image_size,
+        phase1_ckpt=checkpoints["phase1_ckpt"],
+        phase2_ckpt=checkpoints["phase2_ckpt"],
+        stealer_ckpt=checkpoints["stealer_ckpt"],
+    )
+    module.load_frozen()
+    if enhanced:
+        path = checkpoints["enhance_ckpt"]
+        state = load_phase_checkpoint(path, "enhance_ckpt", "extractor_enhance")
+        module.extractor = build("extractor", state["ipmn_frozen"]["extractor"])
+        load_into(module.extractor, state["state_dict"], "extractor", f"enhance_ckpt {path}")
+    return module.eval()
+
+
+def _tables(
+    image: dict[str, float], initial: dict[str, float], enhanced: dict[str, float] | None, stealers: list[str]
+) -> dict[str, Any]:
+    """The report's tables from the ``test/`` metrics of the three evaluation runs."""
+    table2 = {}
+    for pair in PAIRS:
+        row = {}
+        for suffix in ("", "_q8"):
+            for name in ("psnr", "ssim", "lpips", "psnr_y", "ssim_y"):
+                if f"test/{name}_{pair}{suffix}" in image:
+                    row[name + suffix] = image[f"test/{name}_{pair}{suffix}"]
+        table2[pair] = row
+    extractors = {"phase1": initial, **({"enhanced": enhanced} if enhanced is not None else {})}
+    sources = [s for s in WATERMARKED if s != "stolen" or stealers]
+    table3 = {
+        r: {s: {"nc": m[f"test/nc_{s}"], "sr_e": m[f"test/sr_e_{s}"]} for s in sources}
+        for r, m in extractors.items()
+    }
+    table4 = {r: {s: v["sr_e"] for s, v in rows.items()} for r, rows in table3.items()}
+    table10: dict[str, Any] = {}
+    for name in stealers:
+        key = "stolen" if len(stealers) == 1 else f"stolen_{name}"
+        table10[name] = {
+            r: {"nc": m[f"test/nc_{key}"], "sr_e": m[f"test/sr_e_{key}"]} for r, m in extractors.items()
+        }
+    fpr = {r: {s: m[f"test/fpr_{s}"] for s in CLEAN} for r, m in extractors.items()}
+    return {
+        "table2": table2,
+        "table3": table3,
+        "table4": table4,
+        "table10": table10,
+        "false_positive_rate": fpr,
+    }
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.0f}%"
+
+
+def _md(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown section with one table."""
+    lines = [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return [*lines, *("| " + " | ".join(row) + " |" for row in rows), ""]
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    """``report.md``: every table with the paper's numbers beside ours."""
+    columns = (("psnr", 2), ("ssim", 4), ("lpips", 6), ("psnr_q8", 2), ("ssim_q8", 4), ("lpips_q8", 6))
+    t2 = [[PAIRS[p], *(_fmt(row.get(k), d) for k, d in columns), *(str(PAPER["table2"][p][k]) for k in
+           ("psnr", "ssim", "lpips"))] for p, row in report["table2"].items()]  # fmt: skip
+    extractors = list(report["table3"])
+    sources = list(report["table3"][extractors[0]])
+    t3 = [[f"{r} R", *(x for s in sources for x in (_fmt(rows[s]["nc"], 3), _pct(rows[s]["sr_e"])))]
+          for r, rows in report["table3"].items()]  # fmt: skip
+    t4 = [
+        [f"{r} R", *(_pct(v) for v in rows.values()), _pct(PAPER["table4"][r])]
+        for r, rows in report["table4"].items()
+    ]
+    t10 = [[name, *(x for r in extractors for x in (_fmt(rows[r]["nc"], 3), _pct(rows[r]["sr_e"]))),
+            _pct(PAPER["table10"].get(name))] for name, rows in report["table10"].items()]  # fmt: skip
+    fpr = [[f"{r} R", *(_pct(v) for v in rows.values())] for r, rows in report["false_positive_rate"].items()]
+    per_r = [f"{kind} {r} R" for r in extractors for kind in ("NC", "SR_E")]
+    return "\n".join([
+        f"# IPMN evaluation ({report['split']} split, {report['images']} images)", "",
+        *_md("Table 2: privacy protection (float and 8-bit x_wmf)",
+             ["pair", *TABLE2_COLUMNS, *(f"{c} 8-bit" for c in TABLE2_COLUMNS), *(f"paper {c}" for c in TABLE2_COLUMNS)],
+             t2),
+        "LPIPS is reported only when its backbone weights are in the torch hub cache.", "",
+        *_md("Table 3: NC / SR_E per source (paper: NC 0.99, SR_E 100% on each)",
+             ["extractor", *(f"{k} {WATERMARKED[s]}" for s in sources for k in ("NC", "SR_E"))], t3),
+        *_md("Table 4: SR_E of the initial and the enhanced R (paper: 0% → 100%)",
+             ["extractor", *(WATERMARKED[s] for s in sources), "paper"], t4),
+        *_md("Table 10: SR_E against each stealing model", ["stealer", *per_r, "paper"],
+             t10 or [["(none trained)", *("–" for _ in per_r), "–"]]),
+        *_md("False-positive rate on clean sources (target 0%)", ["extractor", *CLEAN.values()], fpr),
+        "![examples](examples.png)", "", "Checkpoints: " + json.dumps(report["checkpoints"]), "",
+    ])  # fmt: skip
+
+
+@torch.no_grad()
+def _figure(initial: Any, enhanced: Any | None, batch: dict[str, Tensor], path: Path, count: int) -> None:
+    """A Fig. 5/6-style grid: one labelled row per image kind, one column per example."""
+    from PIL import Image, ImageDraw
+    from torchvision.utils import make_grid
+
+    batch = {k: v[:count] for k, v in batch.items()}
+    src = initial.sources(batch, torch.Generator().manual_seed(0))
+    rows = [
+        ("x_p", batch["protected"]),
+        ("x_m", batch["mask"]),
+        ("x_wm", initial.embedder(batch["mask"], initial.watermark)),
+        ("x_wmf", src["masked_face"]),
+        ("x'_p", src["recovered_face"]),
+        ("x'_wm", src["recovered_mask"]),
+    ]
+    stolen = [(f"x_sm {k[7:]}", v) for k, v in src.items() if k.startswith("stolen_")]
+    rows += stolen
+    inputs = [
+        ("x_wmf", src["masked_face"]),
+        ("x'_wm", src["recovered_mask"]),
+        *stolen,
+        ("x_p", batch["protected"]),
+    ]
+    for label, module in (("R1", initial), ("R2", enhanced)):
+        if module is not None:
+            rows += [(f"{label}({name})", module.extractor(image)) for name, image in inputs]
+    size = batch["protected"].shape[-1]
+    grid = make_grid(
+        torch.cat([r.float().clamp(0, 1) for _, r in rows]),
+        nrow=len(batch["protected"]),
+        padding=2,
+        pad_value=1.0,
+    )
+    from .utils import tensor_to_pil
+
+    canvas = Image.new("RGB", (grid.shape[-1] + 90, grid.shape[-2]), "white")
+    canvas.paste(tensor_to_pil(grid), (90, 0))
+    draw = ImageDraw.Draw(canvas)
+    for i, (label, _) in enumerate(rows):
+        draw.text((4, 2 + i * (size + 2) + size // 2 - 6), label, fill="black")
+    atomic_save_image(path, canvas)
+
+
+def run_evaluation(
+    *,
+    run: str | None = None,
+    phase1_ckpt: str | None = None,
+    phase2_ckpt: str | None = None,
+    stealer_ckpt: list[str] | None = None,
+    enhance_ckpt: str | None = None,
+    data_config: str | None = None,
+    split: Literal["test", "val"] = "test",
+    limit_batches: int | None = None,
+    out: str | None = None,
+    accelerator: str = "auto",
+    examples: int = 6,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a pipeline output (or explicit checkpoints) and write the report; returns its contents.
+
+    Args:
+        run: a pipeline output folder; its ``manifest.json`` gives the checkpoints and the data settings.
+        phase1_ckpt: phase-1 checkpoint (instead of, or replacing, the run's).
+        phase2_ckpt: phase-2 checkpoint.
+        stealer_ckpt: stealing-attack checkpoints.
+        enhance_ckpt: extractor-enhancement checkpoint (optional: without it only the phase-1 R is reported).
+        data_config: a phase YAML whose ``data`` section picks the evaluation images (default: the run's).
+        split: evaluate on the ``test`` or the ``val`` split.
+        limit_batches: evaluate only this many batches.
+        out: report folder (default: ``run``, else ``evaluation``).
+        accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
+        examples: columns of the example grid.
+        progress: show Lightning's progress bar.
+    """
+    import pytorch_lightning as pl
+
+    from .data.datamodule import FaceSwapDataModule
+    from .modules import InvertibleMaskModule
+
+    checkpoints, data = _run_checkpoints(run) if run else ({"stealer_ckpt": []}, {})
+    given = {"phase1_ckpt": phase1_ckpt, "phase2_ckpt": phase2_ckpt, "enhance_ckpt": enhance_ckpt}
+    checkpoints.update({k: v for k, v in given.items() if v is not None})
+    checkpoints["stealer_ckpt"] = (
+        list(stealer_ckpt) if stealer_ckpt is not None else checkpoints["stealer_ckpt"]
+    )
+    for needed in ("phase1_ckpt", "phase2_ckpt"):
+        if not checkpoints.get(needed):
+            raise ValueError(f"evaluate needs {needed}: pass --run <pipeline output> or --{needed}")
+    if data_config is not None:
+        data = (yaml.safe_load(Path(data_config).read_text()) or {}).get("data") or {}
+    if not data:
+        raise ValueError("evaluate needs the data settings: pass --run or --data_config <phase yaml>")
+    datamodule = FaceSwapDataModule(**data)
+    datamodule.setup("validate" if split == "val" else "test")
+    loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
+    target = Path(out or run or "evaluation")
+    trainer_args = dict(
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        default_root_dir=str(target),
+        limit_test_batches=limit_batches if limit_batches is not None else 1.0,
+    )
+
+    def test(module: pl.LightningModule) -> dict[str, float]:
+        return {
+            k: float(v) for k, v in pl.Trainer(**trainer_args).test(module, loader, verbose=False)[0].items()
+        }
+
+    phase2 = InvertibleMaskModule.load_from_checkpoint(
+        checkpoints["phase2_ckpt"], map_location="cpu", weights_only=True
+    )
+    image_metrics = test(phase2)
+    initial = _extraction_module(checkpoints, datamodule.image_size, enhanced=False)
+    initial_metrics = test(initial)
+    enhanced = (
+        _extraction_module(checkpoints, datamodule.image_size, True)
+        if checkpoints.get("enhance_ckpt")
+        else None
+    )
+    enhanced_metrics = test(enhanced) if enhanced is not None else None
+    count = (
+        len(loader.dataset)
+        if limit_batches is None
+        else min(len(loader.dataset), limit_batches * loader.batch_size)
+    )
+    report = {
+        "split": split,
+        "images": count,
+        "checkpoints": checkpoints,
+        "data": data,
+        "paper": PAPER,
+        **_tables(image_metrics, initial_metrics, enhanced_metrics, initial.stealer_names),
+        "metrics": {"phase2": image_metrics, "phase1_R": initial_metrics, "enhanced_R": enhanced_metrics},
+    }
+    files = {
+        "report_md": target / "report.md",
+        "report_json": target / "report.json",
+        "examples": target / "examples.png",
+    }
+    report["files"] = {k: str(v) for k, v in files.items()}
+    _figure(
+        initial.cpu(),
+        enhanced.cpu() if enhanced is not None else None,
+        next(iter(loader)),
+        files["examples"],
+        examples,
+    )
+    atomic_write_text(files["report_json"], json.dumps(report, indent=2, default=str) + "\n")
+    atomic_write_text(files["report_md"], _markdown(report))
+    return report
+
+
+def evaluate(
+    *,
+    run: str | None = None,
+    phase1_ckpt: str | None = None,
+    phase2_ckpt: str | None = None,
+    stealer_ckpt: list[str] | None = None,
+    enhance_ckpt: str | None = None,
+    data_config: str | None = None,
+    split: Literal["test", "val"] = "test",
+    limit_batches: int | None = None,
+    out: str | None = None,
+    accelerator: str = "auto",
+) -> int:
+    """Write ``report.md``, ``report.json`` and ``examples.png``: the paper's Tables 2, 3, 4, 10 and Fig. 5/6.
+
+    Args:
+        run: a pipeline output folder (``ipmn pipeline``'s ``output``); its manifest gives everything else.
+        phase1_ckpt: phase-1 checkpoint (overrides the run's).
+        phase2_ckpt: phase-2 checkpoint (overrides the run's).
+        stealer_ckpt: stealing-attack checkpoints (overrides the run's).
+        enhance_ckpt: extractor-enhancement checkpoint (overrides the run's).
+        data_config: a phase YAML whose ``data`` section gives the evaluation images (default: the run's).
+        split: ``test`` or ``val``.
+        limit_batches: evaluate only this many batches.
+        out: report folder (default: the run folder, else ``evaluation``).
+        accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
+    """
+    report = run_evaluation(
+        run=run,
+        phase1_ckpt=phase1_ckpt,
+        phase2_ckpt=phase2_ckpt,
+        stealer_ckpt=stealer_ckpt,
+        enhance_ckpt=enhance_ckpt,
+        data_config=data_config,
+        split=split,
+        limit_batches=limit_batches,
+        out=out,
+        accelerator=accelerator,
+    )
+    print(Path(report["files"]["report_md"]).read_text())
+    print("wrote " + ", ".join(report["files"].values()))
+    return 0

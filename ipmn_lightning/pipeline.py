@@ -1,0 +1,335 @@
+"""``ipmn pipeline``: train every phase in order, chain their checkpoints, export the bundles, evaluate.
+
+A pipeline file is the config of the command (``ipmn pipeline --config configs/demo/pipeline.yaml``)::
+
+    output: runs/demo            # everything goes under here
+    checkpoint: last             # or best: which checkpoint a phase hands to the next
+    phases:
+      - {name: phase1, config: configs/demo/phase1.yaml}
+      - {name: phase2, config: configs/demo/phase2.yaml}
+      - {name: steal_unet, config: configs/demo/phase3_steal.yaml, args: ["--model.init_args.stealer=unet"]}
+      - {name: enhance, config: configs/demo/phase3.yaml}
+
+Each phase runs through the code path of ``ipmn fit`` (:func:`ipmn_lightning.cli.build_cli`) in
+``<output>/<name>``, with its checkpoints pinned to ``<output>/<name>/checkpoints``. The ``phase1_ckpt``,
+``phase2_ckpt`` and ``stealer_ckpt`` arguments a phase's model accepts are filled in from the earlier
+phases (``stealer_ckpt``: every stealing phase). ``<output>/manifest.json`` is rewritten after every step:
+phases, configs, arguments, checkpoints, final validation metrics, seeds, versions, wall times. Running the
+same pipeline again skips finished phases and continues an interrupted one from its ``last.ckpt``. At the
+end it writes ``<output>/bundles/{service,verifier}.safetensors`` and (``evaluate``) the report of
+:mod:`ipmn_lightning.evaluation`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from . import __version__
+from .utils import atomic_write_text
+
+__all__ = [
+    "MANIFEST",
+    "PhaseSpec",
+    "export_bundles",
+    "load_manifest",
+    "phase_kind",
+    "pipeline",
+    "run_pipeline",
+]
+
+MANIFEST = "manifest.json"
+CKPT_ARGS = {"phase1_ckpt": "phase1", "phase2_ckpt": "phase2", "stealer_ckpt": "steal"}
+
+
+@dataclass
+class PhaseSpec:
+    """One phase of a pipeline.
+
+    Args:
+        name: the phase's folder under ``output`` and its key in the manifest (unique).
+        config: the phase's YAML, as given to ``ipmn fit --config``.
+        args: extra ``ipmn fit`` arguments for this phase only, e.g. ``["--model.init_args.stealer=unet"]``.
+    """
+
+    name: str
+    config: str
+    args: list[str] = field(default_factory=list)
+
+
+def _model_class(spec: PhaseSpec) -> type:
+    """The LightningModule class a phase trains (``model.class_path`` of its YAML or of its args)."""
+    path = Path(spec.config)
+    if not path.is_file():
+        raise FileNotFoundError(f"phase {spec.name!r}: no config file {path}")
+    model = (yaml.safe_load(path.read_text()) or {}).get("model") or {}
+    class_path = model.get("class_path") if isinstance(model, dict) else model
+    for arg in spec.args:
+        if arg.startswith(("--model.class_path=", "--model=")):
+            class_path = arg.split("=", 1)[1]
+    if not class_path:
+        raise ValueError(f"phase {spec.name!r}: {path} has no model.class_path")
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module or "ipmn_lightning.modules"), name)
+
+
+def phase_kind(model_class: type) -> str:
+    """``phase1``, ``phase2``, ``steal`` or ``enhance`` for the four phase modules (``other`` otherwise)."""
+    from .modules import (
+        ExtractorEnhanceModule,
+        InvertibleMaskModule,
+        StealingAttackModule,
+        WatermarkPretrainModule,
+    )
+
+    kinds = {WatermarkPretrainModule: "phase1", InvertibleMaskModule: "phase2",
+             StealingAttackModule: "steal", ExtractorEnhanceModule: "enhance"}  # fmt: skip
+    return next((kind for cls, kind in kinds.items() if issubclass(model_class, cls)), "other")
+
+
+def _checkpoint_callbacks(config: str, dirpath: Path) -> str:
+    """``--trainer.callbacks=[...]``: the YAML's callbacks, every ModelCheckpoint writing to ``dirpath``."""
+    trainer = (yaml.safe_load(Path(config).read_text()) or {}).get("trainer") or {}
+    callbacks = trainer.get("callbacks") or []
+    callbacks = [callbacks] if isinstance(callbacks, dict) else list(callbacks)
+    checkpoints = [
+        c
+        for c in callbacks
+        if isinstance(c, dict) and str(c.get("class_path", "")).endswith("ModelCheckpoint")
+    ]
+    if not checkpoints:
+        checkpoints = [{"class_path": "pytorch_lightning.callbacks.ModelCheckpoint"}]
+        callbacks.append(checkpoints[0])
+    for index, callback in enumerate(checkpoints):
+        init_args = dict(callback.get("init_args") or {}, dirpath=str(dirpath))
+        if index == 0:
+            init_args["save_last"] = True
+        callback["init_args"] = init_args
+    return "--trainer.callbacks=" + json.dumps(callbacks)
+
+
+def _relative(path: str | Path, root: Path) -> str:
+    """``path`` relative to the output folder when inside it (the manifest survives moving the folder)."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def load_manifest(output: str | os.PathLike[str]) -> dict[str, Any]:
+    """The manifest of a pipeline output folder, with checkpoint paths resolved (empty if none yet)."""
+    file = Path(output) / MANIFEST
+    if not file.is_file():
+        return {}
+    manifest = json.loads(file.read_text())
+    for record in manifest.get("phases", []):
+        for key in ("checkpoint", "last_checkpoint"):
+            if record.get(key):
+                record[key] = str(Path(output) / record[key])
+    return manifest
+
+
+def _versions() -> dict[str, str]:
+    import pytorch_lightning
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "pytorch_lightning": pytorch_lightning.__version__, "ipmn_lightning": __version__}  # fmt: skip
+
+
+def _fit(spec: PhaseSpec, args: list[str], root: Path, mode: str) -> dict[str, Any]:
+    """Run ``ipmn fit`` in-process; the phase's record (status, checkpoints, metrics, seed, data)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from .cli import build_cli
+
+    cli = build_cli(args)
+    trainer = cli.trainer
+    callbacks = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
+    pinned = [c for c in callbacks if c.dirpath and Path(c.dirpath) == root / "checkpoints"]
+    callback = (pinned or callbacks or [None])[0]
+    last = getattr(callback, "last_model_path", "") or ""
+    best = getattr(callback, "best_model_path", "") or last
+    chosen = best if mode == "best" else (last or best)
+    if not chosen or not Path(chosen).is_file():
+        raise RuntimeError(f"phase {spec.name!r} saved no checkpoint; keep checkpointing on in {spec.config}")
+    data = {k: list(v) if isinstance(v, tuple) else v for k, v in cli.datamodule.hparams.items()}
+    return {
+        "status": "finished" if trainer.state.status.value == "finished" else trainer.state.status.value,
+        "checkpoint": _relative(chosen, root.parent),
+        "last_checkpoint": _relative(last, root.parent) if last else None,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1},
+        "seed": cli.config[cli.subcommand].get("seed_everything"),
+        "data": data,
+    }
+
+
+def _phase_args(
+    spec: PhaseSpec, model_class: type, root: Path, done: dict[str, list[str]], extra: list[str]
+) -> list[str]:
+    """The ``ipmn fit`` arguments of a phase, with the earlier phases' checkpoints injected."""
+    accepted = inspect.signature(model_class.__init__).parameters
+    callbacks = _checkpoint_callbacks(spec.config, root / "checkpoints")
+    args = ["fit", "--config", spec.config, f"--trainer.default_root_dir={root}",
+            "--trainer.enable_checkpointing=true", callbacks]  # fmt: skip
+    for argument, source in CKPT_ARGS.items():
+        if argument in accepted and done[source]:
+            value = json.dumps(done[source]) if source == "steal" else done[source][-1]
+            args.append(f"--model.init_args.{argument}={value}")
+    return [*args, *spec.args, *extra]
+
+
+def pipeline(
+    *,
+    phases: list[PhaseSpec],
+    output: str,
+    checkpoint: Literal["last", "best"] = "last",
+    overrides: list[str] | None = None,
+    seed: int | None = None,
+    evaluate: bool = True,
+) -> int:
+    """Train the phases in order, chaining their checkpoints; then export the bundles and evaluate.
+
+    Args:
+        phases: the phases, in training order (phase 1, phase 2, stealing attacks, enhancement).
+        output: folder of everything the pipeline writes (one sub-folder per phase, ``manifest.json``,
+            ``bundles/``, the report).
+        checkpoint: which checkpoint of a phase the next phases get: ``last`` or ``best`` (top-1 of its
+            ModelCheckpoint's monitor).
+        overrides: ``ipmn fit`` arguments appended to every phase, e.g. ``["--trainer.max_epochs=1"]``.
+        seed: ``seed_everything`` of every phase (default: each config's own).
+        evaluate: write the evaluation report at the end.
+    """
+    names = [p.name for p in phases]
+    if len(set(names)) != len(names) or not names:
+        raise ValueError(f"pipeline phases need unique names, got {names}")
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    previous = {r["name"]: r for r in load_manifest(out).get("phases", [])}
+    extra = [*([f"--seed_everything={seed}"] if seed is not None else []), *(overrides or [])]
+    manifest: dict[str, Any] = {"format": "ipmn-pipeline", "format_version": 1, "output": str(output),
+                                "checkpoint": checkpoint, "overrides": extra, "versions": _versions(),
+                                "phases": []}  # fmt: skip
+
+    def save() -> None:
+        atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2, default=str) + "\n")
+
+    done: dict[str, list[str]] = {"phase1": [], "phase2": [], "steal": [], "enhance": []}
+    started = time.time()
+    for index, spec in enumerate(phases, 1):
+        model_class = _model_class(spec)
+        kind, root, step = phase_kind(model_class), out / spec.name, f"[{index}/{len(phases)}] {spec.name}"
+        record = previous.get(spec.name, {})
+        if record.get("status") == "finished" and Path(record.get("checkpoint") or "").is_file():
+            print(f"{step} ({kind}): finished earlier, skipped")
+            for key in ("checkpoint", "last_checkpoint"):
+                record[key] = record.get(key) and _relative(record[key], out)
+            record["reused"] = True
+        else:
+            args = _phase_args(spec, model_class, root, done, extra)
+            last = root / "checkpoints" / "last.ckpt"
+            resumed = last.is_file()
+            args += [f"--ckpt_path={last}"] if resumed else []
+            print(f"{step} ({kind}): {'resuming from ' + str(last) if resumed else 'training'}", flush=True)
+            entry = {
+                "name": spec.name,
+                "kind": kind,
+                "config": spec.config,
+                "args": args,
+                "status": "running",
+                "resumed_from": _relative(last, out) if resumed else None,
+            }
+            manifest["phases"].append(entry)
+            save()
+            tic = time.time()
+            try:
+                entry.update(_fit(spec, args, root, checkpoint))
+            except BaseException as err:
+                stopped = "interrupted" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "failed"
+                entry.update(status=stopped, error=f"{type(err).__name__}: {err}")
+                raise
+            finally:
+                entry["wall_time_s"] = time.time() - tic
+                save()
+            if entry["status"] != "finished":
+                print(f"{spec.name} stopped ({entry['status']}); run the pipeline again to continue")
+                return 1
+            record = manifest["phases"].pop()
+        record.update(name=spec.name, kind=kind, config=spec.config)
+        manifest["phases"].append(record)
+        if kind in done:
+            done[kind].append(str(out / record["checkpoint"]))
+        save()
+    manifest["wall_time_s"] = time.time() - started
+    manifest["bundles"] = export_bundles(out, done)
+    save()
+    if evaluate and done["phase1"] and done["phase2"]:
+        from .evaluation import run_evaluation
+
+        print(f"evaluating into {out}", flush=True)
+        report = run_evaluation(run=str(out))
+        manifest["evaluation"] = {name: _relative(path, out) for name, path in report["files"].items()}
+        save()
+    print(f"done: {out / MANIFEST}")
+    return 0
+
+
+def export_bundles(out: Path, done: dict[str, list[str]]) -> dict[str, str]:
+    """Write ``<out>/bundles/``: ``service.safetensors`` (phase 2), ``verifier.safetensors`` (R)."""
+    from .bundle import export_service_bundle, export_verifier_bundle
+
+    bundles: dict[str, str] = {}
+    if done["phase2"]:
+        bundles["service"] = str(
+            export_service_bundle(done["phase2"][-1], out / "bundles" / "service.safetensors")
+        )
+    extractor = (done["enhance"] or done["phase1"] or [None])[-1]
+    if extractor is not None:
+        bundles["verifier"] = str(export_verifier_bundle(extractor, out / "bundles" / "verifier.safetensors"))
+    for role, path in bundles.items():
+        print(f"{role} bundle: {path}")
+    return {role: _relative(path, out) for role, path in bundles.items()}
+
+
+def run_pipeline(
+    config: str | os.PathLike[str],
+    *,
+    overrides: list[str] | None = None,
+    output: str | None = None,
+    evaluate: bool | None = None,
+) -> dict[str, Any]:
+    """Python entry point: run the pipeline file ``config``; returns the manifest.
+
+    Args:
+        config: the pipeline YAML (``output``, ``checkpoint``, ``phases``, optional ``overrides``, ``seed``,
+            ``evaluate``).
+        overrides: arguments appended to every phase after the file's own ``overrides``.
+        output: replaces the file's ``output``.
+        evaluate: replaces the file's ``evaluate``.
+    """
+    spec = yaml.safe_load(Path(config).read_text()) or {}
+    unknown = set(spec) - {"output", "checkpoint", "phases", "overrides", "seed", "evaluate"}
+    if unknown:
+        raise ValueError(f"{config}: unknown pipeline keys {sorted(unknown)}")
+    phases = [PhaseSpec(**p) for p in spec.get("phases") or []]
+    out = output or spec["output"]
+    code = pipeline(
+        phases=phases, output=out, checkpoint=spec.get("checkpoint", "last"),
+        overrides=[*(spec.get("overrides") or []), *(overrides or [])], seed=spec.get("seed"),
+        evaluate=spec.get("evaluate", True) if evaluate is None else evaluate,
+    )  # fmt: skip
+    if code != 0:
+        raise RuntimeError(f"pipeline {config} stopped before the end; see {Path(out) / MANIFEST}")
+    return json.loads((Path(out) / MANIFEST).read_text())
