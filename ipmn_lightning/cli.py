@@ -25,6 +25,18 @@ training (LightningCLI; model.class_path picks the phase):
   test       test a checkpoint
   predict    run predict_step over the test split
 
+workflow (the roles of paper §3.1):
+  pipeline   train every phase, export the bundles, evaluate:
+               ipmn pipeline --config configs/demo/pipeline.yaml
+  evaluate   the paper's tables and an example grid of a run:
+               ipmn evaluate --run runs/demo
+  protect    sender: put the watermarked mask on faces:
+               ipmn protect --bundle service.safetensors --protected DIR_OR_FILE --mask DIR_OR_FILE --out DIR
+  recover    receiver: take the mask off:
+               ipmn recover --bundle service.safetensors --masked DIR_OR_FILE --out DIR
+  verify     owner: do images carry the watermark? (exit code 0 when every image does)
+               ipmn verify --bundle verifier.safetensors --images DIR_OR_FILE --report report.json
+
 tools:
   masks      mask store helpers: `ipmn masks pairs` writes pairs.csv for a dataset, `ipmn masks check` validates a store
 """

@@ -15,6 +15,7 @@ Outputs (written atomically): ``report.md`` (each table beside the paper's numbe
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +43,7 @@ PAIRS = {"recovered": "(x_p, x'_p)", "masked": "(x_wm, x_wmf)", "recovered_mask"
 WATERMARKED = {"masked_face": "x_wmf", "recovered_mask": "x'_wm", "stolen": "x_sm"}
 CLEAN = {"mask": "x_m", "protected": "x_p", "recovered_face": "x'_p"}
 TABLE2_COLUMNS = ("PSNR", "SSIM", "LPIPS")
+PAPER_COLUMNS = tuple(f"paper {c}" for c in TABLE2_COLUMNS)
 
 
 def _run_checkpoints(run: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -135,8 +137,10 @@ def _md(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
 def _markdown(report: dict[str, Any]) -> str:
     """``report.md``: every table with the paper's numbers beside ours."""
     columns = (("psnr", 2), ("ssim", 4), ("lpips", 6), ("psnr_q8", 2), ("ssim_q8", 4), ("lpips_q8", 6))
-    t2 = [[PAIRS[p], *(_fmt(row.get(k), d) for k, d in columns), *(str(PAPER["table2"][p][k]) for k in
-           ("psnr", "ssim", "lpips"))] for p, row in report["table2"].items()]  # fmt: skip
+    paper = PAPER["table2"]
+    rows2 = report["table2"].items()
+    t2 = [[PAIRS[p], *(_fmt(row.get(k), d) for k, d in columns),
+           *(_fmt(paper[p][k], d) for k, d in columns[:3])] for p, row in rows2]  # fmt: skip
     extractors = list(report["table3"])
     sources = list(report["table3"][extractors[0]])
     t3 = [[f"{r} R", *(x for s in sources for x in (_fmt(rows[s]["nc"], 3), _pct(rows[s]["sr_e"])))]
@@ -152,8 +156,7 @@ def _markdown(report: dict[str, Any]) -> str:
     return "\n".join([
         f"# IPMN evaluation ({report['split']} split, {report['images']} images)", "",
         *_md("Table 2: privacy protection (float and 8-bit x_wmf)",
-             ["pair", *TABLE2_COLUMNS, *(f"{c} 8-bit" for c in TABLE2_COLUMNS), *(f"paper {c}" for c in TABLE2_COLUMNS)],
-             t2),
+             ["pair", *TABLE2_COLUMNS, *(f"{c} 8-bit" for c in TABLE2_COLUMNS), *PAPER_COLUMNS], t2),
         "LPIPS is reported only when its backbone weights are in the torch hub cache.", "",
         *_md("Table 3: NC / SR_E per source (paper: NC 0.99, SR_E 100% on each)",
              ["extractor", *(f"{k} {WATERMARKED[s]}" for s in sources for k in ("NC", "SR_E"))], t3),
@@ -177,6 +180,7 @@ def _figure(initial: Any, enhanced: Any | None, batch: dict[str, Tensor], path: 
     rows = [
         ("x_p", batch["protected"]),
         ("x_m", batch["mask"]),
+        ("w", initial.watermark.expand_as(batch["mask"])),
         ("x_wm", initial.embedder(batch["mask"], initial.watermark)),
         ("x_wmf", src["masked_face"]),
         ("x'_p", src["recovered_face"]),
@@ -246,12 +250,11 @@ def run_evaluation(
     from .data.datamodule import FaceSwapDataModule
     from .modules import InvertibleMaskModule
 
-    checkpoints, data = _run_checkpoints(run) if run else ({"stealer_ckpt": []}, {})
+    checkpoints, data = _run_checkpoints(run) if run else ({"stealer_ckpt": [], "enhance_ckpt": None}, {})
     given = {"phase1_ckpt": phase1_ckpt, "phase2_ckpt": phase2_ckpt, "enhance_ckpt": enhance_ckpt}
     checkpoints.update({k: v for k, v in given.items() if v is not None})
-    checkpoints["stealer_ckpt"] = (
-        list(stealer_ckpt) if stealer_ckpt is not None else checkpoints["stealer_ckpt"]
-    )
+    if stealer_ckpt is not None:
+        checkpoints["stealer_ckpt"] = list(stealer_ckpt)
     for needed in ("phase1_ckpt", "phase2_ckpt"):
         if not checkpoints.get(needed):
             raise ValueError(f"evaluate needs {needed}: pass --run <pipeline output> or --{needed}")
@@ -259,36 +262,27 @@ def run_evaluation(
         data = (yaml.safe_load(Path(data_config).read_text()) or {}).get("data") or {}
     if not data:
         raise ValueError("evaluate needs the data settings: pass --run or --data_config <phase yaml>")
-    datamodule = FaceSwapDataModule(**data)
+    accepted = inspect.signature(FaceSwapDataModule.__init__).parameters
+    datamodule = FaceSwapDataModule(**{k: v for k, v in data.items() if k in accepted})
     datamodule.setup("validate" if split == "val" else "test")
     loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
     target = Path(out or run or "evaluation")
-    trainer_args = dict(
-        accelerator=accelerator,
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=progress,
-        default_root_dir=str(target),
-        limit_test_batches=limit_batches if limit_batches is not None else 1.0,
-    )
+    trainer_args = dict(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
+                        enable_model_summary=False, enable_progress_bar=progress, default_root_dir=target,
+                        limit_test_batches=1.0 if limit_batches is None else limit_batches)  # fmt: skip
 
     def test(module: pl.LightningModule) -> dict[str, float]:
-        return {
-            k: float(v) for k, v in pl.Trainer(**trainer_args).test(module, loader, verbose=False)[0].items()
-        }
+        results = pl.Trainer(**trainer_args).test(module, loader, verbose=False)[0]
+        return {k: float(v) for k, v in results.items()}
 
-    phase2 = InvertibleMaskModule.load_from_checkpoint(
-        checkpoints["phase2_ckpt"], map_location="cpu", weights_only=True
+    path2 = checkpoints["phase2_ckpt"]
+    image_metrics = test(
+        InvertibleMaskModule.load_from_checkpoint(path2, map_location="cpu", weights_only=True)
     )
-    image_metrics = test(phase2)
     initial = _extraction_module(checkpoints, datamodule.image_size, enhanced=False)
     initial_metrics = test(initial)
     enhanced = (
-        _extraction_module(checkpoints, datamodule.image_size, True)
-        if checkpoints.get("enhance_ckpt")
-        else None
+        _extraction_module(checkpoints, datamodule.image_size, True) if checkpoints["enhance_ckpt"] else None
     )
     enhanced_metrics = test(enhanced) if enhanced is not None else None
     count = (
@@ -296,30 +290,16 @@ def run_evaluation(
         if limit_batches is None
         else min(len(loader.dataset), limit_batches * loader.batch_size)
     )
-    report = {
-        "split": split,
-        "images": count,
-        "checkpoints": checkpoints,
-        "data": data,
-        "paper": PAPER,
-        **_tables(image_metrics, initial_metrics, enhanced_metrics, initial.stealer_names),
-        "metrics": {"phase2": image_metrics, "phase1_R": initial_metrics, "enhanced_R": enhanced_metrics},
-    }
-    files = {
-        "report_md": target / "report.md",
-        "report_json": target / "report.json",
-        "examples": target / "examples.png",
-    }
+    metrics = {"phase2": image_metrics, "phase1_R": initial_metrics, "enhanced_R": enhanced_metrics}
+    tables = _tables(image_metrics, initial_metrics, enhanced_metrics, initial.stealer_names)
+    report = {"split": split, "images": count, "checkpoints": checkpoints, "data": data, "paper": PAPER,
+              **tables, "metrics": metrics}  # fmt: skip
+    files = {name: target / name for name in ("report.md", "report.json", "examples.png")}
     report["files"] = {k: str(v) for k, v in files.items()}
-    _figure(
-        initial.cpu(),
-        enhanced.cpu() if enhanced is not None else None,
-        next(iter(loader)),
-        files["examples"],
-        examples,
-    )
-    atomic_write_text(files["report_json"], json.dumps(report, indent=2, default=str) + "\n")
-    atomic_write_text(files["report_md"], _markdown(report))
+    second = enhanced.cpu() if enhanced is not None else None
+    _figure(initial.cpu(), second, next(iter(loader)), files["examples.png"], examples)
+    atomic_write_text(files["report.json"], json.dumps(report, indent=2, default=str) + "\n")
+    atomic_write_text(files["report.md"], _markdown(report))
     return report
 
 
@@ -362,6 +342,6 @@ def evaluate(
         out=out,
         accelerator=accelerator,
     )
-    print(Path(report["files"]["report_md"]).read_text())
+    print(Path(report["files"]["report.md"]).read_text())
     print("wrote " + ", ".join(report["files"].values()))
     return 0

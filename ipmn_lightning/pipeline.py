@@ -27,6 +27,7 @@ import inspect
 import json
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,7 +154,12 @@ def _fit(spec: PhaseSpec, args: list[str], root: Path, mode: str) -> dict[str, A
 
     from .cli import build_cli
 
-    cli = build_cli(args)
+    argv = sys.argv
+    sys.argv = argv[:1]  # LightningCLI warns when given args while the process has its own
+    try:
+        cli = build_cli(args)
+    finally:
+        sys.argv = argv
     trainer = cli.trainer
     callbacks = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
     pinned = [c for c in callbacks if c.dirpath and Path(c.dirpath) == root / "checkpoints"]
@@ -163,7 +169,10 @@ def _fit(spec: PhaseSpec, args: list[str], root: Path, mode: str) -> dict[str, A
     chosen = best if mode == "best" else (last or best)
     if not chosen or not Path(chosen).is_file():
         raise RuntimeError(f"phase {spec.name!r} saved no checkpoint; keep checkpointing on in {spec.config}")
-    data = {k: list(v) if isinstance(v, tuple) else v for k, v in cli.datamodule.hparams.items()}
+    accepted = inspect.signature(type(cli.datamodule).__init__).parameters
+    data = {
+        k: list(v) if isinstance(v, tuple) else v for k, v in cli.datamodule.hparams.items() if k in accepted
+    }
     return {
         "status": "finished" if trainer.state.status.value == "finished" else trainer.state.status.value,
         "checkpoint": _relative(chosen, root.parent),
@@ -272,7 +281,8 @@ def pipeline(
         if kind in done:
             done[kind].append(str(out / record["checkpoint"]))
         save()
-    manifest["wall_time_s"] = time.time() - started
+    manifest["run_time_s"] = time.time() - started
+    manifest["wall_time_s"] = sum(p.get("wall_time_s", 0.0) for p in manifest["phases"])
     manifest["bundles"] = export_bundles(out, done)
     save()
     if evaluate and done["phase1"] and done["phase2"]:

@@ -18,7 +18,6 @@ from typing import Literal
 
 from PIL import Image
 
-from .bundle import BundleError
 from .data.images import IMAGE_EXTENSIONS, ImageReadError
 from .utils import atomic_save_image, atomic_write_text
 
@@ -97,6 +96,8 @@ def _batches(items: list, batch_size: int, desc: str) -> Iterator[list]:
 
 
 def _guard(run: Callable[[], int]) -> int:
+    from .bundle import BundleError
+
     try:
         return run()
     except (RoleError, BundleError, ImageReadError) as err:

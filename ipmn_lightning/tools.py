@@ -81,7 +81,18 @@ def masks_check(
     return 1 if problems else 0
 
 
-TOOLS: dict[str, Any] = {"masks": {"pairs": masks_pairs, "check": masks_check}}
+from .evaluation import evaluate  # noqa: E402 - the workflow commands
+from .pipeline import pipeline  # noqa: E402
+from .roles import protect, recover, verify  # noqa: E402
+
+TOOLS: dict[str, Any] = {
+    "masks": {"pairs": masks_pairs, "check": masks_check},
+    "pipeline": pipeline,
+    "protect": protect,
+    "recover": recover,
+    "verify": verify,
+    "evaluate": evaluate,
+}
 
 
 def run_tool(args: Sequence[str]) -> int:

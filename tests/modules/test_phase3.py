@@ -1,0 +1,94 @@
+import inspect
+
+import pytest
+import torch
+from helpers import SIZE, tiny_data, tiny_trainer
+
+from ipmn_lightning.losses import enhanced_extracting_loss
+from ipmn_lightning.modules import ExtractorEnhanceModule, StealingAttackModule
+
+
+@pytest.mark.parametrize("name", ["cnet", "res9", "res16", "unet"])
+def test_stealing_attack_trains_each_architecture(name, checkpoints):
+    module = StealingAttackModule(
+        image_size=SIZE, phase1_ckpt=str(checkpoints["phase1"]), phase2_ckpt=str(checkpoints["phase2"]),
+        stealer=name, ngf=4,
+    )  # fmt: skip
+    trainer = tiny_trainer(limit_train_batches=1)
+    trainer.fit(module, datamodule=tiny_data())
+    assert "val/psnr_stolen" in trainer.callback_metrics and "val/sr_e_stolen" in trainer.callback_metrics
+
+
+def test_stealer_sees_only_protected_and_replacement(checkpoints):
+    module = StealingAttackModule(
+        image_size=SIZE, phase1_ckpt=str(checkpoints["phase1"]), phase2_ckpt=str(checkpoints["phase2"]),
+        stealer="cnet", ngf=4,
+    )  # fmt: skip
+    module.setup("fit")
+    seen = []
+    module.stealer.register_forward_hook(lambda mod, args, out: seen.append(args))
+    dm = tiny_data()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    module.training_step(batch, 0)
+    (protected, replacement), = seen
+    assert torch.equal(protected, batch["protected"]) and torch.equal(replacement, batch["replacement"])
+    assert list(inspect.signature(module.stealer.forward).parameters) == ["protected", "replacement"]
+
+
+def test_black_box_frozen_and_unchanged(checkpoints):
+    module = ExtractorEnhanceModule(
+        image_size=SIZE, phase1_ckpt=str(checkpoints["phase1"]), phase2_ckpt=str(checkpoints["phase2"]),
+        stealer_ckpt=[str(checkpoints["stealer"])],
+    )  # fmt: skip
+    module.setup("fit")
+    frozen = {name: {k: v.clone() for k, v in getattr(module, name).state_dict().items()}
+              for name in ("embedder", "inn", "stealers")}  # fmt: skip
+    extractor_before = {k: v.clone() for k, v in module.extractor.state_dict().items()}
+    tiny_trainer(max_steps=2, limit_val_batches=0).fit(module, datamodule=tiny_data())
+    for name, state in frozen.items():
+        for key, value in getattr(module, name).state_dict().items():
+            assert torch.equal(value, state[key]), f"{name}.{key}"
+    assert any(not torch.equal(v, extractor_before[k]) for k, v in module.extractor.state_dict().items())
+
+
+def test_mixed_batch_has_six_sources_with_right_targets(checkpoints):
+    module = ExtractorEnhanceModule(
+        image_size=SIZE, phase1_ckpt=str(checkpoints["phase1"]), phase2_ckpt=str(checkpoints["phase2"]),
+        stealer_ckpt=[str(checkpoints["stealer"])],
+    )  # fmt: skip
+    module.setup("fit")
+    dm = tiny_data()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    sources = module.sources(batch)
+    assert set(sources) == {"masked_face", "recovered_mask", "stolen_cnet", "mask", "protected", "recovered_face"}
+    captured = {}
+    import ipmn_lightning.modules.phase3_enhance as enhance
+
+    def spy(watermarked, clean, watermark, blank, **kwargs):
+        captured.update(watermarked=watermarked, clean=clean, watermark=watermark, blank=blank)
+        return enhanced_extracting_loss(watermarked, clean, watermark, blank, **kwargs)
+
+    original = enhance.enhanced_extracting_loss
+    enhance.enhanced_extracting_loss = spy
+    try:
+        module.training_step(batch, 0)
+    finally:
+        enhance.enhanced_extracting_loss = original
+    assert len(captured["watermarked"]) == 3 and len(captured["clean"]) == 3
+    assert torch.equal(captured["watermark"], module.watermark)
+    assert torch.equal(captured["blank"], torch.ones_like(module.watermark))
+
+
+def test_enhanced_loss_hand_value():
+    w = torch.zeros(3, 2, 2)
+    blank = torch.ones(3, 2, 2)
+    out = enhanced_extracting_loss(
+        [torch.full((2, 3, 2, 2), 0.5)] * 3, [torch.zeros(2, 3, 2, 2)] * 3, w, blank,
+        mse_scale=2.0, lambda_wm=1.0, lambda_clean=0.5, lambda_cst=1.0,
+    )  # fmt: skip
+    assert out["wm"].item() == pytest.approx(3 * 2.0 * 0.25)
+    assert out["clean"].item() == pytest.approx(3 * 2.0 * 1.0)
+    assert out["cst"].item() == pytest.approx(0.0)
+    assert out["wext"].item() == pytest.approx(1.5 + 0.5 * 6.0)
