@@ -7,6 +7,7 @@ picks the phase module and the data module is shared. Every other command is a p
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -49,9 +50,26 @@ class IPMNCLI(LightningCLI):
         """Link ``data.image_size`` to every phase's ``image_size``."""
         parser.link_arguments("data.image_size", "model.init_args.image_size")
 
+    def before_instantiate_classes(self) -> None:
+        """Name an unnamed W&B run after its phase (outside sweeps, where the agent names the runs)."""
+        from .callbacks import default_wandb_run_name
+
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        if config is None or os.environ.get("WANDB_SWEEP_ID"):
+            return
+        loggers = config.get("trainer.logger")
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            init_args = getattr(logger, "init_args", None)
+            if str(getattr(logger, "class_path", "")).endswith("WandbLogger") and init_args is not None:
+                if init_args.get("name") is None:
+                    init_args["name"] = default_wandb_run_name(
+                        config.get("model.class_path"), config.get("model.init_args")
+                    )
+
 
 def build_cli(args: Sequence[str] | None = None, run: bool = True) -> IPMNCLI:
     """Build (and by default run) the training CLI; ``args=None`` reads ``sys.argv``."""
+    from .callbacks import IPMNSaveConfigCallback, ResumeRandomState
     from .data.datamodule import FaceSwapDataModule
     from .modules import IPMNModule
 
@@ -60,7 +78,11 @@ def build_cli(args: Sequence[str] | None = None, run: bool = True) -> IPMNCLI:
         FaceSwapDataModule,
         subclass_mode_model=True,
         seed_everything_default=0,
+        # never fails on an existing config.yaml; feeds the W&B run config (ipmn_lightning/callbacks.py)
+        save_config_callback=IPMNSaveConfigCallback,
         save_config_kwargs={"overwrite": True},
+        # appended to the configured callbacks: per-rank seeds under DDP, random state in checkpoints
+        trainer_defaults={"callbacks": [ResumeRandomState()]},
         args=list(args) if args is not None else None,
         run=run,
     )

@@ -100,16 +100,13 @@ def _tables(
     extractors = {"phase1": initial, **({"enhanced": enhanced} if enhanced is not None else {})}
     sources = [s for s in WATERMARKED if s != "stolen" or stealers]
     table3 = {
-        r: {s: {"nc": m[f"test/nc_{s}"], "sr_e": m[f"test/sr_e_{s}"]} for s in sources}
-        for r, m in extractors.items()
+        r: {s: {"nc": m[f"test/nc_{s}"], "sr_e": m[f"test/sr_e_{s}"]} for s in sources} for r, m in extractors.items()
     }
     table4 = {r: {s: v["sr_e"] for s, v in rows.items()} for r, rows in table3.items()}
     table10: dict[str, Any] = {}
     for name in stealers:
         key = "stolen" if len(stealers) == 1 else f"stolen_{name}"
-        table10[name] = {
-            r: {"nc": m[f"test/nc_{key}"], "sr_e": m[f"test/sr_e_{key}"]} for r, m in extractors.items()
-        }
+        table10[name] = {r: {"nc": m[f"test/nc_{key}"], "sr_e": m[f"test/sr_e_{key}"]} for r, m in extractors.items()}
     fpr = {r: {s: m[f"test/fpr_{s}"] for s in CLEAN} for r, m in extractors.items()}
     return {
         "table2": table2,
@@ -146,8 +143,7 @@ def _markdown(report: dict[str, Any]) -> str:
     t3 = [[f"{r} R", *(x for s in sources for x in (_fmt(rows[s]["nc"], 3), _pct(rows[s]["sr_e"])))]
           for r, rows in report["table3"].items()]  # fmt: skip
     t4 = [
-        [f"{r} R", *(_pct(v) for v in rows.values()), _pct(PAPER["table4"][r])]
-        for r, rows in report["table4"].items()
+        [f"{r} R", *(_pct(v) for v in rows.values()), _pct(PAPER["table4"][r])] for r, rows in report["table4"].items()
     ]
     t10 = [[name, *(x for r in extractors for x in (_fmt(rows[r]["nc"], 3), _pct(rows[r]["sr_e"]))),
             _pct(PAPER["table10"].get(name))] for name, rows in report["table10"].items()]  # fmt: skip
@@ -228,6 +224,7 @@ def run_evaluation(
     accelerator: str = "auto",
     examples: int = 6,
     progress: bool = True,
+    lpips_net: Literal["alex", "vgg", "squeeze"] | None = "alex",
 ) -> dict[str, Any]:
     """Evaluate a pipeline output (or explicit checkpoints) and write the report; returns its contents.
 
@@ -244,6 +241,7 @@ def run_evaluation(
         accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
         examples: columns of the example grid.
         progress: show Lightning's progress bar.
+        lpips_net: LPIPS backbone of Table 2, used only when its weights are in the torch hub cache.
     """
     import pytorch_lightning as pl
 
@@ -277,18 +275,14 @@ def run_evaluation(
 
     path2 = checkpoints["phase2_ckpt"]
     image_metrics = test(
-        InvertibleMaskModule.load_from_checkpoint(path2, map_location="cpu", weights_only=True)
+        InvertibleMaskModule.load_from_checkpoint(path2, map_location="cpu", weights_only=True, lpips_net=lpips_net)
     )
     initial = _extraction_module(checkpoints, datamodule.image_size, enhanced=False)
     initial_metrics = test(initial)
-    enhanced = (
-        _extraction_module(checkpoints, datamodule.image_size, True) if checkpoints["enhance_ckpt"] else None
-    )
+    enhanced = _extraction_module(checkpoints, datamodule.image_size, True) if checkpoints["enhance_ckpt"] else None
     enhanced_metrics = test(enhanced) if enhanced is not None else None
     count = (
-        len(loader.dataset)
-        if limit_batches is None
-        else min(len(loader.dataset), limit_batches * loader.batch_size)
+        len(loader.dataset) if limit_batches is None else min(len(loader.dataset), limit_batches * loader.batch_size)
     )
     metrics = {"phase2": image_metrics, "phase1_R": initial_metrics, "enhanced_R": enhanced_metrics}
     tables = _tables(image_metrics, initial_metrics, enhanced_metrics, initial.stealer_names)

@@ -112,9 +112,7 @@ class IPMN:
         if isinstance(images, Tensor):
             kind = {3: "tensor3", 4: "tensor4"}.get(images.dim())
             if kind is None or images.shape[-3] != 3:
-                raise ValueError(
-                    f"{name}: expected a (3, H, W) or (B, 3, H, W) tensor, got {tuple(images.shape)}"
-                )
+                raise ValueError(f"{name}: expected a (3, H, W) or (B, 3, H, W) tensor, got {tuple(images.shape)}")
             batch = images.unsqueeze(0) if kind == "tensor3" else images
             batch = batch.to(self.device, torch.float32)
             if batch.shape[-2:] != (self.image_size, self.image_size):
@@ -129,17 +127,14 @@ class IPMN:
 
     def _pil_batch(self, images: list[Image.Image]) -> Tensor:
         size = (self.image_size, self.image_size)
-        resized = [
-            i if i.size == size else i.convert("RGB").resize(size, Image.Resampling.LANCZOS) for i in images
-        ]
+        resized = [i if i.size == size else i.convert("RGB").resize(size, Image.Resampling.LANCZOS) for i in images]
         return torch.stack([pil_to_tensor(i) for i in resized]).to(self.device)
 
     @staticmethod
     def _from_batch(batch: Tensor, kind: str, device: torch.device | None) -> Any:
-        if kind == "tensor4":
-            return batch.to(device)
-        if kind == "tensor3":
-            return batch[0].to(device)
+        if kind in ("tensor3", "tensor4"):
+            with torch.inference_mode(False):  # a normal tensor: callers may modify it in place
+                return (batch if kind == "tensor4" else batch[0]).to(device).clone()
         images = [tensor_to_pil(image) for image in batch]
         return images[0] if kind == "pil" else images
 
@@ -182,9 +177,7 @@ class IPMN:
         batch, kind, device = self._to_batch(masked, "masked")
         generator = None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
         face, mask = self.inn.put_off(batch, generator=generator)
-        return self._from_batch(face.clamp(0, 1), kind, device), self._from_batch(
-            mask.clamp(0, 1), kind, device
-        )
+        return self._from_batch(face.clamp(0, 1), kind, device), self._from_batch(mask.clamp(0, 1), kind, device)
 
     @torch.inference_mode()
     def extract(self, image: ImageLike) -> Any:

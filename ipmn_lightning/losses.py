@@ -147,7 +147,12 @@ def watermark_extracting_loss(
     wm = scaled_mse(extracted_watermarked, watermark, mse_scale)
     clean = scaled_mse(extracted_clean, blank, mse_scale)
     cst = consistency_loss(extracted_watermarked, mse_scale)
-    return {"wm": wm, "clean": clean, "cst": cst, "wext": lambda_wm * wm + lambda_clean * clean + lambda_cst * cst}
+    return {
+        "wm": wm,
+        "clean": clean,
+        "cst": cst,
+        "wext": lambda_wm * wm + lambda_clean * clean + lambda_cst * cst,
+    }
 
 
 def privacy_loss(
@@ -189,7 +194,9 @@ def privacy_loss(
     low = protected.new_zeros(())
     if lambda_low > 0:
         if masked_face_ll is None or watermarked_mask_ll is None:
-            raise ValueError("lambda_low > 0 needs the LL subbands of the masked face and the watermarked mask")
+            raise ValueError(
+                "lambda_low > 0 needs the LL subbands of the masked face and the watermarked mask"
+            )
         low = sum_mse(masked_face_ll, watermarked_mask_ll)
         total = total + lambda_low * low
     return {"recover": recover, "guide": guide, "distortion": distortion, "low": low, "fp": total}
@@ -229,4 +236,9 @@ def enhanced_extracting_loss(
     mixed = torch.cat(list(extracted_watermarked))
     perm = torch.randperm(mixed.shape[0], generator=generator).to(mixed.device)
     cst = scaled_mse(mixed, mixed[perm], mse_scale)
-    return {"wm": wm, "clean": clean, "cst": cst, "wext": lambda_wm * wm + lambda_clean * clean + lambda_cst * cst}
+    return {
+        "wm": wm,
+        "clean": clean,
+        "cst": cst,
+        "wext": lambda_wm * wm + lambda_clean * clean + lambda_cst * cst,
+    }

@@ -183,7 +183,9 @@ class ImagePairMetrics(torch.nn.Module):
                     metrics[f"psnr{channel}_{pair}{suffix}"] = PeakSignalNoiseRatio(
                         data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3)
                     )
-                    metrics[f"ssim{channel}_{pair}{suffix}"] = StructuralSimilarityIndexMeasure(data_range=1.0)
+                    metrics[f"ssim{channel}_{pair}{suffix}"] = StructuralSimilarityIndexMeasure(
+                        data_range=1.0
+                    )
                 if self._lpips:
                     metrics[f"lpips_{pair}{suffix}"] = MeanMetric()
         self.metrics = torch.nn.ModuleDict(metrics)
@@ -194,12 +196,17 @@ class ImagePairMetrics(torch.nn.Module):
         for pair, (reference_name, estimate_name) in self.pairs.items():
             reference = images[reference_name].float()
             estimate = images[estimate_name].float().clamp(0, 1)
-            for channel, ref, est in (("", reference, estimate), ("_y", rgb_to_y(reference), rgb_to_y(estimate))):
+            for channel, ref, est in (
+                ("", reference, estimate),
+                ("_y", rgb_to_y(reference), rgb_to_y(estimate)),
+            ):
                 self.metrics[f"psnr{channel}_{pair}{suffix}"].update(est, ref)
                 self.metrics[f"ssim{channel}_{pair}{suffix}"].update(est, ref)
             if self._lpips:
                 net = self._lpips[0].to(reference.device)
-                self.metrics[f"lpips_{pair}{suffix}"].update(net(estimate, reference, normalize=True).flatten())
+                self.metrics[f"lpips_{pair}{suffix}"].update(
+                    net(estimate, reference, normalize=True).flatten()
+                )
 
     def items(self) -> list[tuple[str, Metric]]:
         """(full metric name, metric) pairs, for ``LightningModule.log``."""

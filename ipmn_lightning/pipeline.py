@@ -14,10 +14,12 @@ Each phase runs through the code path of ``ipmn fit`` (:func:`ipmn_lightning.cli
 ``<output>/<name>``, with its checkpoints pinned to ``<output>/<name>/checkpoints``. The ``phase1_ckpt``,
 ``phase2_ckpt`` and ``stealer_ckpt`` arguments a phase's model accepts are filled in from the earlier
 phases (``stealer_ckpt``: every stealing phase). ``<output>/manifest.json`` is rewritten after every step:
-phases, configs, arguments, checkpoints, final validation metrics, seeds, versions, wall times. Running the
-same pipeline again skips finished phases and continues an interrupted one from its ``last.ckpt``. At the
-end it writes ``<output>/bundles/{service,verifier}.safetensors`` and (``evaluate``) the report of
-:mod:`ipmn_lightning.evaluation`.
+phases, configs, arguments, checkpoints, final validation metrics, seeds, versions, wall times.
+
+Running the same pipeline again skips finished phases (even if their config changed since: delete
+``<output>/<name>`` to retrain one) and continues an interrupted one from its ``last.ckpt``. At the end it
+writes ``<output>/bundles/{service,verifier}.safetensors`` and (``evaluate``) the report of
+:mod:`ipmn_lightning.evaluation` (``<output>/report.md``, ``report.json``, ``examples.png``).
 """
 
 from __future__ import annotations
@@ -103,9 +105,7 @@ def _checkpoint_callbacks(config: str, dirpath: Path) -> str:
     callbacks = trainer.get("callbacks") or []
     callbacks = [callbacks] if isinstance(callbacks, dict) else list(callbacks)
     checkpoints = [
-        c
-        for c in callbacks
-        if isinstance(c, dict) and str(c.get("class_path", "")).endswith("ModelCheckpoint")
+        c for c in callbacks if isinstance(c, dict) and str(c.get("class_path", "")).endswith("ModelCheckpoint")
     ]
     if not checkpoints:
         checkpoints = [{"class_path": "pytorch_lightning.callbacks.ModelCheckpoint"}]
@@ -162,7 +162,7 @@ def _fit(spec: PhaseSpec, args: list[str], root: Path, mode: str) -> dict[str, A
         sys.argv = argv
     trainer = cli.trainer
     callbacks = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
-    pinned = [c for c in callbacks if c.dirpath and Path(c.dirpath) == root / "checkpoints"]
+    pinned = [c for c in callbacks if c.dirpath and Path(c.dirpath).resolve() == (root / "checkpoints").resolve()]
     callback = (pinned or callbacks or [None])[0]
     last = getattr(callback, "last_model_path", "") or ""
     best = getattr(callback, "best_model_path", "") or last
@@ -170,9 +170,7 @@ def _fit(spec: PhaseSpec, args: list[str], root: Path, mode: str) -> dict[str, A
     if not chosen or not Path(chosen).is_file():
         raise RuntimeError(f"phase {spec.name!r} saved no checkpoint; keep checkpointing on in {spec.config}")
     accepted = inspect.signature(type(cli.datamodule).__init__).parameters
-    data = {
-        k: list(v) if isinstance(v, tuple) else v for k, v in cli.datamodule.hparams.items() if k in accepted
-    }
+    data = {k: list(v) if isinstance(v, tuple) else v for k, v in cli.datamodule.hparams.items() if k in accepted}
     return {
         "status": "finished" if trainer.state.status.value == "finished" else trainer.state.status.value,
         "checkpoint": _relative(chosen, root.parent),
@@ -266,7 +264,9 @@ def pipeline(
             try:
                 entry.update(_fit(spec, args, root, checkpoint))
             except BaseException as err:
-                stopped = "interrupted" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "failed"
+                # Lightning turns Ctrl-C into a graceful stop and sys.exit(1); argument errors exit with 2
+                interrupted = isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit) and err.code == 1)
+                stopped = "interrupted" if interrupted else "failed"
                 entry.update(status=stopped, error=f"{type(err).__name__}: {err}")
                 raise
             finally:
@@ -302,9 +302,7 @@ def export_bundles(out: Path, done: dict[str, list[str]]) -> dict[str, str]:
 
     bundles: dict[str, str] = {}
     if done["phase2"]:
-        bundles["service"] = str(
-            export_service_bundle(done["phase2"][-1], out / "bundles" / "service.safetensors")
-        )
+        bundles["service"] = str(export_service_bundle(done["phase2"][-1], out / "bundles" / "service.safetensors"))
     extractor = (done["enhance"] or done["phase1"] or [None])[-1]
     if extractor is not None:
         bundles["verifier"] = str(export_verifier_bundle(extractor, out / "bundles" / "verifier.safetensors"))

@@ -77,8 +77,7 @@ def read_images(files: list[Path], size: int, resize: ResizePolicy) -> list[Imag
             wrong.append(f"{file} ({images[-1].size[0]}x{images[-1].size[1]})")
     if wrong and resize == "reject":
         raise RoleError(
-            f"images not at the bundle's {size}x{size} (pass --resize resize to resize them):\n  "
-            + "\n  ".join(wrong)
+            f"images not at the bundle's {size}x{size} (pass --resize resize to resize them):\n  " + "\n  ".join(wrong)
         )
     return images
 

@@ -50,15 +50,21 @@ def make_checkpoints(folder: Path, size: int = SIZE) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     p1 = train_and_save(WatermarkPretrainModule(image_size=size, **TINY_PHASE1), folder / "phase1.ckpt", size)
     p2 = train_and_save(
-        InvertibleMaskModule(image_size=size, phase1_ckpt=str(p1), **TINY_PHASE2), folder / "phase2.ckpt", size
+        InvertibleMaskModule(image_size=size, phase1_ckpt=str(p1), **TINY_PHASE2),
+        folder / "phase2.ckpt",
+        size,
     )
     steal = train_and_save(
-        StealingAttackModule(image_size=size, phase1_ckpt=str(p1), phase2_ckpt=str(p2), stealer="cnet", ngf=4),
+        StealingAttackModule(
+            image_size=size, phase1_ckpt=str(p1), phase2_ckpt=str(p2), stealer="cnet", ngf=4
+        ),
         folder / "stealer.ckpt",
         size,
     )
     enhance = train_and_save(
-        ExtractorEnhanceModule(image_size=size, phase1_ckpt=str(p1), phase2_ckpt=str(p2), stealer_ckpt=[str(steal)]),
+        ExtractorEnhanceModule(
+            image_size=size, phase1_ckpt=str(p1), phase2_ckpt=str(p2), stealer_ckpt=[str(steal)]
+        ),
         folder / "enhance.ckpt",
         size,
     )

@@ -37,9 +37,7 @@ def bundles(checkpoints, tmp_path_factory):
 
 def faces(n: int = 3, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     data = SyntheticFaceSwapDataset(n, size, split="test")
-    return torch.stack([data[i]["protected"] for i in range(n)]), torch.stack(
-        [data[i]["mask"] for i in range(n)]
-    )
+    return torch.stack([data[i]["protected"] for i in range(n)]), torch.stack([data[i]["mask"] for i in range(n)])
 
 
 def load(cls, path):
@@ -53,9 +51,7 @@ def test_bundle_contents(bundles):
     assert "watermark" in service.tensors and not any(k.startswith("extractor.") for k in service.tensors)
     verifier = load_bundle(bundles["verifier"], "ipmn-verifier")
     assert verifier.config["threshold"] == 0.95 and verifier.config["source"] == "enhance.ckpt"
-    assert set(verifier.tensors) == {"watermark"} | {
-        k for k in verifier.tensors if k.startswith("extractor.")
-    }
+    assert set(verifier.tensors) == {"watermark"} | {k for k in verifier.tensors if k.startswith("extractor.")}
     assert not list(Path(bundles["service"]).parent.glob(".*"))  # atomic writes leave no temporary files
 
 
@@ -71,22 +67,16 @@ def test_round_trip_matches_the_checkpoints(checkpoints, bundles):
     shared = model.protect(protected, mask)
     assert torch.equal(shared, expected)
     face, recovered_mask = model.recover(shared, seed=7)
-    assert torch.equal(face, expected_face.clamp(0, 1)) and torch.equal(
-        recovered_mask, expected_mask.clamp(0, 1)
-    )
+    assert torch.equal(face, expected_face.clamp(0, 1)) and torch.equal(recovered_mask, expected_mask.clamp(0, 1))
     enhance = load(ExtractorEnhanceModule, checkpoints["enhance"])
     with torch.no_grad():
         extracted = enhance(shared)
     assert torch.equal(model.extract(shared), extracted)
     verdicts = model.verify(shared)
-    assert [v.nc for v in verdicts] == pytest.approx(
-        normalized_correlation(extracted, enhance.watermark).tolist()
-    )
+    assert [v.nc for v in verdicts] == pytest.approx(normalized_correlation(extracted, enhance.watermark).tolist())
     phase1 = load(WatermarkPretrainModule, checkpoints["phase1"])
     with torch.no_grad():
-        assert torch.equal(
-            IPMN.load(verifier_bundle=bundles["verifier1"]).extract(shared), phase1.extract(shared)
-        )
+        assert torch.equal(IPMN.load(verifier_bundle=bundles["verifier1"]).extract(shared), phase1.extract(shared))
 
 
 def test_facade_kinds_and_sizes(bundles):
@@ -141,9 +131,7 @@ def test_bundle_errors_name_the_file(bundles, tmp_path):
     save_file({"x": torch.zeros(2)}, str(plain))
     with pytest.raises(BundleError, match=r"not an IPMN bundle"):
         load_bundle(plain, "ipmn-verifier")
-    damaged = rewrite(
-        bundles["verifier"], tmp_path / "damaged.safetensors", config=json.dumps({"image_size": 32})
-    )
+    damaged = rewrite(bundles["verifier"], tmp_path / "damaged.safetensors", config=json.dumps({"image_size": 32}))
     with pytest.raises(BundleError, match=r"no 'extractor' config"):
         load_bundle(damaged, "ipmn-verifier")
 

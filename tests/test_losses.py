@@ -47,7 +47,14 @@ def test_watermark_losses_weighted_sums():
     x_m = torch.zeros(2, 3, 2, 2)
     x_wm = torch.full((2, 3, 2, 2), 0.1)
     emb = losses.watermark_embedding_loss(
-        x_wm, x_m, torch.ones(2, 1, 1, 1), None, mse_scale=100.0, lambda_bs=2.0, lambda_vgg=1.0, lambda_adv=0.5
+        x_wm,
+        x_m,
+        torch.ones(2, 1, 1, 1),
+        None,
+        mse_scale=100.0,
+        lambda_bs=2.0,
+        lambda_vgg=1.0,
+        lambda_adv=0.5,
     )
     assert emb["bs"].item() == pytest.approx(1.0)
     assert emb["adv"].item() == pytest.approx(0.0)
@@ -73,13 +80,25 @@ def test_enhanced_loss_eqs_24_26():
     good = torch.full((2, 3, 2, 2), 0.5)
     bad = torch.zeros(2, 3, 2, 2)
     out = losses.enhanced_extracting_loss(
-        [good, good, bad], [torch.ones(2, 3, 2, 2)] * 3, w, blank,
-        mse_scale=1.0, lambda_wm=1.0, lambda_clean=1.0, lambda_cst=0.0,
+        [good, good, bad],
+        [torch.ones(2, 3, 2, 2)] * 3,
+        w,
+        blank,
+        mse_scale=1.0,
+        lambda_wm=1.0,
+        lambda_clean=1.0,
+        lambda_cst=0.0,
     )
     assert out["wm"].item() == pytest.approx(0.25)  # only the bad source is off, by 0.5
     assert out["clean"].item() == pytest.approx(0.0)
     same = losses.enhanced_extracting_loss(
-        [good, good], [blank.expand(2, 3, 2, 2)], w, blank, mse_scale=1.0, lambda_wm=1.0, lambda_clean=1.0,
+        [good, good],
+        [blank.expand(2, 3, 2, 2)],
+        w,
+        blank,
+        mse_scale=1.0,
+        lambda_wm=1.0,
+        lambda_clean=1.0,
         lambda_cst=1.0,
     )
     assert same["cst"].item() == pytest.approx(0.0)

@@ -21,11 +21,10 @@ def kernel_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     spec = tmp_path / "jupyter" / "kernels" / "ipmn-test"
     spec.mkdir(parents=True)
     argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    (spec / "kernel.json").write_text(
-        json.dumps({"argv": argv, "display_name": "ipmn test", "language": "python"})
-    )
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "ipmn test", "language": "python"}))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebook's tiny run goes there
     return "ipmn-test"
 
 

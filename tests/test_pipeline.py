@@ -68,19 +68,12 @@ def test_pipeline_chains_the_phases(full_run):
     for name, phase in phases.items():
         assert phase["status"] == "finished" and phase["checkpoint"] == f"{name}/checkpoints/last.ckpt"
         assert (full_run / phase["checkpoint"]).is_file() and phase["seed"] == 0 and phase["wall_time_s"] > 0
-        assert phase["data"]["image_size"] == 32 and all(
-            isinstance(v, float) for v in phase["metrics"].values()
-        )
+        assert phase["data"]["image_size"] == 32 and all(isinstance(v, float) for v in phase["metrics"].values())
         assert any(k.startswith("val/") for k in phase["metrics"])
     args = {name: " ".join(p["args"]) for name, p in phases.items()}
-    phase1, phase2, steal = (
-        str(full_run / f"{n}/checkpoints/last.ckpt") for n in ("phase1", "phase2", "steal_unet")
-    )
+    phase1, phase2, steal = (str(full_run / f"{n}/checkpoints/last.ckpt") for n in ("phase1", "phase2", "steal_unet"))
     assert "phase1_ckpt" not in args["phase1"] and f"--model.init_args.phase1_ckpt={phase1}" in args["phase2"]
-    assert (
-        f"--model.init_args.phase2_ckpt={phase2}" in args["steal_unet"]
-        and "stealer=unet" in args["steal_unet"]
-    )
+    assert f"--model.init_args.phase2_ckpt={phase2}" in args["steal_unet"] and "stealer=unet" in args["steal_unet"]
     assert f'--model.init_args.stealer_ckpt=["{steal}"]' in args["enhance"]
     stealer = torch.load(full_run / phases["steal_unet"]["checkpoint"], weights_only=True)
     assert stealer["hyper_parameters"]["stealer"] == "unet"  # the phase's own args reach the model
@@ -137,9 +130,7 @@ def test_pipeline_failure_is_recorded(tmp_path):
 
 
 def test_pipeline_file_errors(tmp_path):
-    path = write_pipeline(
-        tmp_path, [{"name": "a", "config": "phase1.yaml"}, {"name": "a", "config": "phase1.yaml"}]
-    )
+    path = write_pipeline(tmp_path, [{"name": "a", "config": "phase1.yaml"}, {"name": "a", "config": "phase1.yaml"}])
     with pytest.raises(ValueError, match="unique names"):
         run_pipeline(path)
     path.write_text(yaml.safe_dump({"output": "x", "phases": [], "bogus": 1}))

@@ -18,9 +18,7 @@ from ipmn_lightning.utils import atomic_save_image, pil_to_tensor
 
 @pytest.fixture(scope="module")
 def service(checkpoints, tmp_path_factory):
-    return export_service_bundle(
-        checkpoints["phase2"], tmp_path_factory.mktemp("service") / "service.safetensors"
-    )
+    return export_service_bundle(checkpoints["phase2"], tmp_path_factory.mktemp("service") / "service.safetensors")
 
 
 def write_faces(folder: Path, n: int = 3, size: int = 32) -> tuple[Path, Path]:
@@ -46,10 +44,7 @@ def test_protect_then_recover_round_trip(service, tmp_path):
     expected = model.protect(torch.stack([read(p) for p in sorted(faces.iterdir())]),
                              torch.stack([read(p) for p in sorted(masks.iterdir())]))  # fmt: skip
     assert torch.equal(torch.stack([read(p) for p in shared]), expected)  # lossless PNG of the 8-bit x_wmf
-    assert (
-        main(["recover", "--bundle", str(service), "--masked", "shared", "--out", "received", "--seed", "3"])
-        == 0
-    )
+    assert main(["recover", "--bundle", str(service), "--masked", "shared", "--out", "received", "--seed", "3"]) == 0
     names = sorted(p.name for p in Path("received").iterdir())
     assert names == [f"face{i}_{kind}.png" for i in range(3) for kind in ("face", "mask")]
     face, mask = model.recover(expected, seed=3)
@@ -73,21 +68,12 @@ def test_single_files_and_sizes(service, tmp_path, capsys):
 def test_unpaired_and_missing_inputs(service, tmp_path, capsys):
     faces, masks = write_faces(tmp_path)
     (masks / "face2.png").rename(masks / "other.png")
-    code = main(
-        ["protect", "--bundle", str(service), "--protected", str(faces), "--mask", str(masks), "--out", "o"]
-    )
+    code = main(["protect", "--bundle", str(service), "--protected", str(faces), "--mask", str(masks), "--out", "o"])
     err = capsys.readouterr().err
     assert code == 2 and "face2.png" in err and "other.png" in err and "without a partner" in err
-    assert (
-        main(["recover", "--bundle", str(service), "--masked", str(tmp_path / "nothing"), "--out", "o"]) == 2
-    )
+    assert main(["recover", "--bundle", str(service), "--masked", str(tmp_path / "nothing"), "--out", "o"]) == 2
     assert "neither an image file nor a folder" in capsys.readouterr().err
-    assert (
-        main(
-            ["recover", "--bundle", str(tmp_path / "none.safetensors"), "--masked", str(faces), "--out", "o"]
-        )
-        == 2
-    )
+    assert main(["recover", "--bundle", str(tmp_path / "none.safetensors"), "--masked", str(faces), "--out", "o"]) == 2
     assert "no bundle at" in capsys.readouterr().err
     assert not Path("o").exists()
 
@@ -102,9 +88,7 @@ def test_verify_exit_code_follows_the_verdicts(checkpoints, service, tmp_path, c
     ncs = [IPMN.load(verifier_bundle=probe).verify(Image.open(p)).nc for p in candidates]
     assert ncs[0] != ncs[1]
     high, low = candidates if ncs[0] > ncs[1] else candidates[::-1]
-    bundle = export_verifier_bundle(
-        checkpoints["enhance"], tmp_path / "v.safetensors", threshold=sum(ncs) / 2
-    )
+    bundle = export_verifier_bundle(checkpoints["enhance"], tmp_path / "v.safetensors", threshold=sum(ncs) / 2)
     for folder, files in (("pass", [high]), ("fail", [low]), ("mixed", [high, low])):
         Path(folder).mkdir()
         for file in files:

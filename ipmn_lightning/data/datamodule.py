@@ -61,11 +61,17 @@ class FaceSwapDataModule(pl.LightningDataModule):
         if image_size < 8 or image_size % 2:
             raise ValueError(f"image_size must be an even number >= 8, got {image_size}")
         if source != "synthetic" and root is None:
-            raise ValueError(f"source={source!r} needs the dataset folder: set data.root (e.g. --data.root=/data/celeba)")
+            raise ValueError(
+                f"source={source!r} needs the dataset folder: set data.root (e.g. --data.root=/data/celeba)"
+            )
         self.save_hyperparameters()
         self.source = source
         self.root = Path(root).expanduser() if root else None
-        self.mask_store = Path(mask_store).expanduser() if mask_store else (self.root / "masks_store" if self.root else None)
+        self.mask_store = (
+            Path(mask_store).expanduser()
+            if mask_store
+            else (self.root / "masks_store" if self.root else None)
+        )
         self.image_size = image_size
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size

@@ -135,7 +135,8 @@ class IPMNModule(pl.LightningModule):
         """Log a grid whose rows are image kinds and whose columns are samples.
 
         Goes to every logger that takes images (W&B ``log_image``, TensorBoard ``add_image``); otherwise
-        it is written as a PNG under ``<log_dir>/images/`` so CPU users can look at it.
+        it is written as a PNG under ``<log_dir>/images/`` so CPU users can look at it (nothing
+        is written when logging is off).
 
         Args:
             name: metric-style key, e.g. ``val/images``.
@@ -155,7 +156,7 @@ class IPMNModule(pl.LightningModule):
             elif hasattr(getattr(logger, "experiment", None), "add_image"):
                 logger.experiment.add_image(name, grid, self.global_step)
                 written = True
-        if not written and self.trainer.log_dir is not None:
+        if not written and self.trainer.loggers and self.trainer.log_dir is not None:
             path = Path(self.trainer.log_dir) / "images" / f"{name.replace('/', '_')}_epoch{self.current_epoch:04d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_save_image(path, grid)

@@ -24,7 +24,12 @@ PHASE3_STEAL = "stealing_attack"
 
 def embedder_config(hparams: dict[str, Any]) -> dict[str, Any]:
     """H's constructor arguments from phase-1 hyper-parameters."""
-    return {"image_size": int(hparams["image_size"]), "ngf": int(hparams["ngf"]), "num_downs": hparams.get("num_downs")}
+    return {
+        "image_size": int(hparams["image_size"]),
+        "ngf": int(hparams["ngf"]),
+        "num_downs": hparams.get("num_downs"),
+        "residual": bool(hparams.get("residual_embedder", False)),
+    }
 
 
 def extractor_config(hparams: dict[str, Any]) -> dict[str, Any]:

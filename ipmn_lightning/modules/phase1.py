@@ -46,6 +46,8 @@ class WatermarkPretrainModule(IPMNModule):
         watermark_path: image file of the owner's watermark w; ``None`` uses the built-in generated logo.
         ngf: base width of the U-Net H.
         num_downs: down-samplings of H; ``None`` derives them from ``image_size`` (7 at 256 px).
+        residual_embedder: H predicts a logit-space correction of x_m instead of x_wm itself (not in the
+            paper; converges much faster, used by the CPU demo).
         extractor_channels: width of R (128 in the DMW ``HidingRes``).
         extractor_dilations: dilations of R's residual blocks (nine blocks in the paper).
         discriminator_widths: widths of D's strided blocks.
@@ -80,6 +82,7 @@ class WatermarkPretrainModule(IPMNModule):
         watermark_path: str | None = None,
         ngf: int = 64,
         num_downs: int | None = None,
+        residual_embedder: bool = False,
         extractor_channels: int = 128,
         extractor_dilations: tuple[int, ...] = (2, 2, 2, 2, 4, 4, 4, 4, 1),
         discriminator_widths: tuple[int, ...] = (64, 128, 256, 512),
@@ -107,7 +110,7 @@ class WatermarkPretrainModule(IPMNModule):
         super().__init__(image_size)
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.embedder = init_normal_(WatermarkEmbedder(image_size=image_size, ngf=ngf, num_downs=num_downs))
+        self.embedder = init_normal_(WatermarkEmbedder(image_size=image_size, ngf=ngf, num_downs=num_downs, residual=residual_embedder))
         self.extractor = init_normal_(
             WatermarkExtractor(channels=extractor_channels, dilations=tuple(extractor_dilations))
         )

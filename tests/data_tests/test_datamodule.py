@@ -32,8 +32,12 @@ def test_synthetic_batches():
 
 
 def test_synthetic_val_is_deterministic_and_differs_from_train():
-    a = first_batch(FaceSwapDataModule(image_size=32, batch_size=2, num_workers=0, synthetic_sizes=(4, 2, 2)), "val")
-    b = first_batch(FaceSwapDataModule(image_size=32, batch_size=2, num_workers=0, synthetic_sizes=(4, 2, 2)), "val")
+    a = first_batch(
+        FaceSwapDataModule(image_size=32, batch_size=2, num_workers=0, synthetic_sizes=(4, 2, 2)), "val"
+    )
+    b = first_batch(
+        FaceSwapDataModule(image_size=32, batch_size=2, num_workers=0, synthetic_sizes=(4, 2, 2)), "val"
+    )
     assert torch.equal(a["protected"], b["protected"])
     dm = FaceSwapDataModule(image_size=32, batch_size=2, num_workers=0, synthetic_sizes=(4, 2, 2))
     dm.setup("fit")
@@ -57,12 +61,16 @@ def test_paired_flip_flips_the_whole_triple():
 
 
 def test_celeba_source(fake_celeba):
-    dm = FaceSwapDataModule(source="celeba", root=str(fake_celeba), image_size=32, batch_size=2, num_workers=0)
+    dm = FaceSwapDataModule(
+        source="celeba", root=str(fake_celeba), image_size=32, batch_size=2, num_workers=0
+    )
     check_batch(first_batch(dm), 32, 2)
 
 
 def test_folder_source(fake_folder):
-    dm = FaceSwapDataModule(source="folder", root=str(fake_folder), image_size=32, batch_size=2, num_workers=0)
+    dm = FaceSwapDataModule(
+        source="folder", root=str(fake_folder), image_size=32, batch_size=2, num_workers=0
+    )
     check_batch(first_batch(dm), 32, 2)
 
 
@@ -76,7 +84,7 @@ def test_missing_store_is_a_clear_error_before_training(tmp_path, fake_celeba):
     shutil.copytree(fake_celeba, root)
     shutil.rmtree(root / "masks_store")
     dm = FaceSwapDataModule(source="celeba", root=str(root), image_size=32, num_workers=0)
-    with pytest.raises(MaskStoreError, match="ipmn masks pairs"):
+    with pytest.raises(MaskStoreError, match=r"ipmn masks pairs"):
         dm.prepare_data()
 
 
@@ -94,6 +102,10 @@ def test_mismatched_store_lists_problems_before_training(tmp_path, fake_celeba):
 
 
 def test_worker_loading_matches_main_process():
-    a = first_batch(FaceSwapDataModule(image_size=32, batch_size=2, num_workers=0, synthetic_sizes=(4, 2, 2)), "val")
-    b = first_batch(FaceSwapDataModule(image_size=32, batch_size=2, num_workers=2, synthetic_sizes=(4, 2, 2)), "val")
+    a = first_batch(
+        FaceSwapDataModule(image_size=32, batch_size=2, num_workers=0, synthetic_sizes=(4, 2, 2)), "val"
+    )
+    b = first_batch(
+        FaceSwapDataModule(image_size=32, batch_size=2, num_workers=2, synthetic_sizes=(4, 2, 2)), "val"
+    )
     assert torch.equal(a["mask"], b["mask"])

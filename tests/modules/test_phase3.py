@@ -31,7 +31,7 @@ def test_stealer_sees_only_protected_and_replacement(checkpoints):
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     module.training_step(batch, 0)
-    (protected, replacement), = seen
+    ((protected, replacement),) = seen
     assert torch.equal(protected, batch["protected"]) and torch.equal(replacement, batch["replacement"])
     assert list(inspect.signature(module.stealer.forward).parameters) == ["protected", "replacement"]
 
@@ -62,7 +62,14 @@ def test_mixed_batch_has_six_sources_with_right_targets(checkpoints):
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     sources = module.sources(batch)
-    assert set(sources) == {"masked_face", "recovered_mask", "stolen_cnet", "mask", "protected", "recovered_face"}
+    assert set(sources) == {
+        "masked_face",
+        "recovered_mask",
+        "stolen_cnet",
+        "mask",
+        "protected",
+        "recovered_face",
+    }
     captured = {}
     import ipmn_lightning.modules.phase3_enhance as enhance
 

@@ -1,0 +1,1087 @@
+"""Speed benchmarks of every training phase, of inference and of data loading (issue 7).
+
+    python benchmarks/speed.py                       # CPU, paper sizes where the machine can, <= 10 min
+    python benchmarks/speed.py --quick               # tiny sizes, a few seconds (smoke run)
+    python benchmarks/speed.py --device cuda         # same on a GPU: CUDA time, CUDA memory, bf16 rows
+    python benchmarks/speed.py --ablations           # also the before/after measurements of benchmarks/README.md
+
+It prints a table and writes JSON (``--out``, default ``speed_<device>.json``; written to a temporary
+name and renamed). What each number means is in benchmarks/README.md. In short:
+
+* ``training``: one optimisation step of each phase's training-step body (forward, losses, backward,
+  gradient checks/clipping, optimizer step), built from the phase modules without a Trainer, after a
+  warm-up step. ``images_per_s`` = batch / median step time; ``peak_mem_mb`` = peak resident memory
+  above the level before the first step (CPU, from /proc VmHWM) or peak CUDA memory allocated.
+* ``coupling``: the phase-2 coupling network step of ours against the HiNet formulation
+  (benchmarks/hinet_reference.py) with the same weights, inputs and noise, measured interleaved in
+  the same run: the throughput ratio ours/reference and the max abs difference of the outputs.
+* ``inference``: protect (H + put_on) and recover (put_off) under ``torch.inference_mode``, per image.
+* ``data``: triplets/s of each source through ``FaceSwapDataModule.train_dataloader()`` with the
+  configured workers, and the ratio to the phase-2 step's images/s it has to feed.
+
+Batch sizes are the paper's (phase 1: 8, phase 2: 32; stealing 16 and enhancement 8 from the configs)
+unless the machine cannot hold or time them; every reduced batch says why in ``batch_note``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+if str(HERE) not in sys.path:  # hinet_reference.py sits next to this file
+    sys.path.insert(0, str(HERE))
+
+import hinet_reference  # noqa: E402
+
+from ipmn_lightning.data.datamodule import FaceSwapDataModule  # noqa: E402
+from ipmn_lightning.data.watermark import default_watermark  # noqa: E402
+from ipmn_lightning.losses import discriminator_loss  # noqa: E402
+from ipmn_lightning.modules import (  # noqa: E402
+    ExtractorEnhanceModule,
+    InvertibleMaskModule,
+    StealingAttackModule,
+    WatermarkPretrainModule,
+)
+from ipmn_lightning.nets.inn import DenseBlock  # noqa: E402
+
+SCHEMA_VERSION = 1
+MiB = 1024 * 1024
+
+#: Batch sizes of the paper (§4: phase 1 8, phase 2 32) and of the shipped configs (stealing 16,
+#: enhancement 8); inference is timed at batch 1 and 32.
+PAPER_BATCHES = {"phase1": 8, "phase2": 32, "steal": 16, "enhance": 8, "infer_small": 1, "infer_large": 32, "data": 32}
+
+#: Network widths of the paper / the configs.
+PAPER_WIDTHS: dict[str, Any] = {
+    "ngf": 64,
+    "extractor_channels": 128,
+    "extractor_dilations": (2, 2, 2, 2, 4, 4, 4, 4, 1),
+    "discriminator_widths": (64, 128, 256, 512),
+    "num_blocks": 16,
+    "growth": 32,
+    "stealer_ngf": 64,
+}
+
+#: Tiny widths for --quick and the smoke test (same code paths, seconds instead of minutes).
+TINY_WIDTHS: dict[str, Any] = {
+    "ngf": 4,
+    "extractor_channels": 8,
+    "extractor_dilations": (1, 2),
+    "discriminator_widths": (4, 8, 8, 8),
+    "num_blocks": 2,
+    "growth": 4,
+    "stealer_ngf": 4,
+}
+
+# Why CPU batches are below the paper's (the full run must fit 10 minutes on 2 cores, measured
+# under load; see README). Phase 2 at 32 x 256 px would need ~1 GB of activations per image.
+CPU_BATCHES = {"phase1": 2, "phase2": 2, "steal": 4, "enhance": 2, "infer_small": 1, "infer_large": 4, "data": 32}
+
+
+@dataclass
+class BenchConfig:
+    """What to run and at which sizes.
+
+    Attributes:
+        device: ``cpu`` or ``cuda``.
+        image_size: side of the square images.
+        batches: batch size per benchmark (keys of :data:`PAPER_BATCHES`).
+        batch_notes: why a batch is below the paper's, per benchmark.
+        widths: network widths (:data:`PAPER_WIDTHS` or :data:`TINY_WIDTHS`).
+        repeats: timed steps after the warm-up (the budget may lower it to 1).
+        warmup: untimed steps first.
+        workers: DataLoader workers (the data module's default: 2).
+        data_images: fake CelebA / folder images generated for the data benchmark.
+        data_seconds: how long each data source is timed (at most).
+        threads: torch intra-op threads (``None``: leave torch's default).
+        vgg: include phase 1's perceptual loss (VGG16 to relu2_2, random weights: same cost).
+        bf16: also time phases 1-2 under bf16 autocast (CUDA only).
+        compile: ``torch.compile`` the networks (compile time and steady state are reported).
+        ablations: also run the before/after measurements.
+        budget_s: wall-clock budget; repeats are cut to fit.
+        quick: tiny smoke run.
+    """
+
+    device: str = "cpu"
+    image_size: int = 256
+    batches: dict[str, int] = field(default_factory=lambda: dict(PAPER_BATCHES))
+    batch_notes: dict[str, str] = field(default_factory=dict)
+    widths: dict[str, Any] = field(default_factory=lambda: dict(PAPER_WIDTHS))
+    repeats: int = 3
+    warmup: int = 1
+    workers: int = 2
+    data_images: int = 200
+    data_seconds: float = 6.0
+    threads: int | None = None
+    vgg: bool = True
+    bf16: bool = False
+    compile: bool = False
+    ablations: bool = False
+    budget_s: float = 540.0
+    quick: bool = False
+
+
+def make_config(
+    device: str = "cpu",
+    quick: bool = False,
+    repeats: int | None = None,
+    threads: int | None = None,
+    image_size: int | None = None,
+    **overrides: Any,
+) -> BenchConfig:
+    """The default plan for a device.
+
+    CPU: paper widths at 256 px, batches from :data:`CPU_BATCHES` (each reduction noted). CUDA: the
+    paper's batches, bf16 rows. ``quick``: tiny widths at 64 px (32 px for the tests), batch 2.
+
+    Args:
+        device: ``cpu`` or ``cuda``.
+        quick: tiny smoke-run sizes.
+        repeats: timed steps (default 2 on CPU, 5 on CUDA, 1 when quick).
+        threads: torch threads.
+        image_size: override the image size.
+        **overrides: any other :class:`BenchConfig` field.
+
+    Returns:
+        The configuration.
+    """
+    cfg = BenchConfig(device=device, threads=threads)
+    if quick:
+        cfg.quick = True
+        cfg.image_size = 64
+        cfg.widths = dict(TINY_WIDTHS)
+        cfg.batches = {k: (1 if k == "infer_small" else 2) for k in PAPER_BATCHES}
+        cfg.batch_notes = {k: "quick smoke run" for k in PAPER_BATCHES if k != "infer_small"}
+        cfg.repeats = 1
+        cfg.data_images = 12
+        cfg.data_seconds = 1.0
+        cfg.vgg = False
+        cfg.budget_s = 120.0
+    elif device == "cpu":
+        cfg.repeats = 2
+        cfg.batches = dict(CPU_BATCHES)
+        reasons = {
+            "phase1": "2-core CPU: a batch-8 step takes minutes (10-minute budget)",
+            "phase2": "CPU: batch 32 at 256 px needs ~1 GB of activations per image (> RAM) and minutes per step",
+            "steal": "2-core CPU: 10-minute budget",
+            "enhance": "2-core CPU: 10-minute budget (6 sources per image through R)",
+            "infer_large": "2-core CPU: 10-minute budget (batch 32 takes minutes)",
+        }
+        cfg.batch_notes = {k: v for k, v in reasons.items() if cfg.batches[k] < PAPER_BATCHES[k]}
+    else:
+        cfg.repeats = 5
+        cfg.bf16 = True
+        cfg.workers = 2
+    if repeats is not None:
+        cfg.repeats = repeats
+    if image_size is not None:
+        cfg.image_size = image_size
+    for key, value in overrides.items():
+        if not hasattr(cfg, key):
+            raise ValueError(f"make_config: unknown field {key!r}")
+        setattr(cfg, key, value)
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------ timing
+class Budget:
+    """Wall-clock budget shared by the benchmarks; repeats are cut so the run finishes in time."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def left(self) -> float:
+        return self.seconds - self.elapsed()
+
+    def repeats(self, step_s: float, wanted: int, share: float) -> int:
+        """How many of ``wanted`` steps of ``step_s`` fit into ``share`` of the time left (>= 1)."""
+        if step_s <= 0:
+            return wanted
+        return max(1, min(wanted, int(share * max(self.left(), 0.0) / step_s)))
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+class Memory:
+    """Peak memory of a code region: CPU resident set (VmHWM) or CUDA memory allocated."""
+
+    def __init__(self, device: str, collect: bool = True) -> None:
+        self.device = device
+        self.collect = collect
+        self.kind = "cuda_max_allocated" if device == "cuda" else "rss_peak_delta"
+        self.base = 0.0
+
+    @staticmethod
+    def _status_kb(field_name: str) -> float | None:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith(field_name + ":"):
+                        return float(line.split()[1])
+        except OSError:
+            return None
+        return None
+
+    def reset(self) -> None:
+        if self.collect:  # about 0.5 s with Lightning imported: skipped in quick runs
+            gc.collect()
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = float(torch.cuda.memory_allocated())
+            return
+        try:  # writing 5 resets the peak RSS (Linux >= 4.0)
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            rss = self._status_kb("VmRSS")
+            self.kind = "rss_peak_delta"
+            self.base = (rss or 0.0) * 1024
+        except OSError:  # no /proc: the lifetime max RSS only says something when it grows
+            import resource
+
+            self.kind = "ru_maxrss_delta"
+            self.base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0
+
+    def peak_mb(self) -> float | None:
+        if self.device == "cuda":
+            return (torch.cuda.max_memory_allocated() - self.base) / MiB
+        if self.kind == "rss_peak_delta":
+            hwm = self._status_kb("VmHWM")
+            return None if hwm is None else max(hwm * 1024 - self.base, 0.0) / MiB
+        import resource
+
+        return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0 - self.base, 0.0) / MiB
+
+
+def _timed(fn: Callable[[], Any], device: str) -> float:
+    synchronize(device)
+    if device == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1000.0
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def measure(
+    fn: Callable[[], Any],
+    cfg: BenchConfig,
+    budget: Budget,
+    share: float,
+    warmup: int | None = None,
+) -> dict[str, Any]:
+    """Warm up, then time ``fn`` up to ``cfg.repeats`` times (fewer if the budget share runs out).
+
+    Returns:
+        ``warmup_s`` (first call; includes compilation), ``times_s``, ``median_s``, ``min_s``,
+        ``peak_mem_mb`` (over warm-up and timed calls) and ``mem_kind``.
+    """
+    mem = Memory(cfg.device, not cfg.quick)
+    mem.reset()
+    warm = [_timed(fn, cfg.device) for _ in range(cfg.warmup if warmup is None else warmup)]
+    estimate = min(warm) if warm else 0.0
+    repeats = budget.repeats(estimate, cfg.repeats, share)
+    times = [_timed(fn, cfg.device) for _ in range(repeats)]
+    return {
+        "warmup_s": warm[0] if warm else None,
+        "times_s": times,
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "repeats": repeats,
+        "peak_mem_mb": mem.peak_mb(),
+        "mem_kind": mem.kind,
+    }
+
+
+# ------------------------------------------------------------------------------------- module setup
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence the warnings of calling Lightning modules without a Trainer (self.log, ...)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _collect(cfg: BenchConfig) -> None:
+    if not cfg.quick:
+        gc.collect()
+
+
+def _images(batch: int, size: int, device: str, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        k: torch.rand(batch, 3, size, size, generator=g).to(device) for k in ("protected", "replacement", "mask")
+    } | {"index": torch.arange(batch, device=device)}
+
+
+def _configs(cfg: BenchConfig) -> dict[str, dict[str, Any]]:
+    w, s = cfg.widths, cfg.image_size
+    return {
+        "embedder": {"image_size": s, "ngf": w["ngf"], "num_downs": None},
+        "extractor": {"channels": w["extractor_channels"], "dilations": tuple(w["extractor_dilations"])},
+        "inn": {"num_blocks": w["num_blocks"], "clamp": 2.0, "growth": w["growth"], "wavelet": "haar"},
+        "stealer": {"name": "unet", "image_size": s, "ngf": w["stealer_ngf"]},
+    }
+
+
+def _nontrivial_inn_(inn: torch.nn.Module, seed: int = 0, std: float = 0.01) -> None:
+    """Every INN parameter ~ std * N(0, 1), conv5 included, so the network is not the identity."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in inn.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+
+
+def compile_networks(module: torch.nn.Module) -> torch.nn.Module:
+    """``torch.compile`` in place: every dense block of an INN (their ``forward`` is where the time
+    goes, and ``put_on``/``put_off``/``inverse`` are not ``forward``), any other network whole."""
+    dense = [m for m in module.modules() if isinstance(m, (DenseBlock, hinet_reference.ReferenceDenseBlock))]
+    for m in dense or [module]:
+        m.compile()
+    return module
+
+
+def _maybe_compile(module: torch.nn.Module, cfg: BenchConfig) -> torch.nn.Module:
+    return compile_networks(module) if cfg.compile else module
+
+
+def _autocast(cfg: BenchConfig, bf16: bool) -> contextlib.AbstractContextManager:
+    if bf16:
+        return torch.autocast(device_type=cfg.device, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# ------------------------------------------------------------------------------------ training steps
+def phase1_step(cfg: BenchConfig, batch_size: int, bf16: bool = False) -> tuple[Callable[[], None], dict]:
+    """Phase 1 (H + R step on ℓ_IP, then D step), as ``WatermarkPretrainModule.training_step`` does."""
+    w = cfg.widths
+    with quiet():
+        module = WatermarkPretrainModule(
+            image_size=cfg.image_size, ngf=w["ngf"], extractor_channels=w["extractor_channels"],
+            extractor_dilations=tuple(w["extractor_dilations"]), discriminator_widths=tuple(w["discriminator_widths"]),
+            lambda_vgg=1.0 if cfg.vgg else 0.0, vgg_weights="random" if cfg.vgg else None,
+        )  # fmt: skip
+    module.to(cfg.device).train()
+    (opt_hr, opt_d), _ = module.configure_optimizers()
+    mask = _images(batch_size, cfg.image_size, cfg.device, 1)["mask"]
+    hr = [module.embedder, module.extractor]
+    for net in (module.embedder, module.extractor, module.discriminator):
+        _maybe_compile(net, cfg)
+    embedder = module.embedder
+    gan_mode = module.hparams.gan_mode
+
+    def step() -> None:
+        # toggled_optimizer(opt_hr): D's parameters take no gradient in the H+R step
+        module.discriminator.requires_grad_(False)
+        with _autocast(cfg, bf16):
+            watermarked = embedder(mask, module.watermark)
+            losses = module.ip_losses(mask, watermarked)
+        opt_hr.zero_grad(set_to_none=True)
+        losses["ip"].backward()
+        opt_hr.step()
+        module.discriminator.requires_grad_(True)
+        for net in hr:
+            net.requires_grad_(False)
+        with _autocast(cfg, bf16):
+            loss_d = discriminator_loss(
+                module.discriminator(mask), module.discriminator(watermarked.detach()), gan_mode
+            )
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        for net in hr:
+            net.requires_grad_(True)
+
+    return step, {"module": module}
+
+
+def phase2_module(cfg: BenchConfig) -> InvertibleMaskModule:
+    """A phase-2 module with a (random) frozen H and the default watermark, no checkpoint needed."""
+    w = cfg.widths
+    with quiet():
+        module = InvertibleMaskModule(
+            image_size=cfg.image_size, num_blocks=w["num_blocks"], growth=w["growth"], lpips_net=None
+        )
+        module.build_frozen({"embedder": _configs(cfg)["embedder"]})
+    module.watermark.copy_(default_watermark(cfg.image_size))
+    _nontrivial_inn_(module.inn)
+    return module.to(cfg.device).train()
+
+
+def phase2_step(
+    module: InvertibleMaskModule,
+    inn: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    cfg: BenchConfig,
+    bf16: bool = False,
+    record: dict[str, Any] | None = None,
+) -> Callable[[], None]:
+    """Phase 2's step body with ``inn`` as the coupling network (``InvertibleMaskModule.training_step``).
+
+    Each call stores ``h_s`` (frozen H) and ``inn_s`` (coupling network step) in ``record``, and
+    with ``record["capture"]`` set, the outputs of the put-on/put-off pass.
+    """
+    opt = torch.optim.Adam(inn.parameters(), lr=1e-5, betas=(0.5, 0.999), eps=1e-6, weight_decay=1e-5)
+    protected, mask = batch["protected"], batch["mask"]
+    record = record if record is not None else {}
+    _maybe_compile(inn, cfg)
+
+    def step() -> None:
+        t0 = time.perf_counter()
+        watermarked = module.watermark_mask(mask)
+        synchronize(cfg.device)
+        t1 = time.perf_counter()
+        saved, module.inn = module.inn, inn
+        try:
+            if record.get("seed") is not None:
+                torch.manual_seed(record["seed"])  # the same z for ours and the reference
+            with _autocast(cfg, bf16):
+                out = module.run_inn(protected, watermarked)
+                losses = module.losses(protected, watermarked, out)
+        finally:
+            module.inn = saved
+        loss = losses["fp"]
+        if record.get("capture"):
+            keys = ("masked_face", "recovered_face", "recovered_mask")
+            record["outputs"] = {k: out[k].detach().float().cpu() for k in keys}
+        if bool(torch.isfinite(loss)):  # the non-finite guard syncs like the real step
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if all(bool(torch.isfinite(p.grad).all()) for p in inn.parameters() if p.grad is not None):
+                torch.nn.utils.clip_grad_norm_(inn.parameters(), 10.0)
+                opt.step()
+        synchronize(cfg.device)
+        t2 = time.perf_counter()
+        record["h_s"], record["inn_s"] = t1 - t0, t2 - t1
+
+    return step
+
+
+def steal_step(cfg: BenchConfig, batch_size: int) -> tuple[Callable[[], None], dict]:
+    """Phase 3a: black-box query (frozen H + INN put-on, 8-bit) and an L2 step of the U-Net stealer."""
+    configs = _configs(cfg)
+    with quiet():
+        module = StealingAttackModule(image_size=cfg.image_size, stealer="unet", ngf=cfg.widths["stealer_ngf"])
+        module.build_frozen({k: configs[k] for k in ("embedder", "inn", "extractor")})
+    _nontrivial_inn_(module.inn)
+    module.to(cfg.device).train()
+    _maybe_compile(module.stealer, cfg)
+    opt = module.configure_optimizers()["optimizer"]
+    batch = _images(batch_size, cfg.image_size, cfg.device, 2)
+
+    def step() -> None:
+        with quiet():
+            loss = module.training_step(batch, 0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step, {"module": module}
+
+
+def enhance_step(cfg: BenchConfig, batch_size: int) -> tuple[Callable[[], None], dict]:
+    """Phase 3b: the six sources (frozen H, INN on/off, one U-Net stealer) and an R step on all of them."""
+    configs = _configs(cfg)
+    with quiet():
+        module = ExtractorEnhanceModule(image_size=cfg.image_size)
+        module.build_frozen(
+            {"embedder": configs["embedder"], "inn": configs["inn"], "extractor": configs["extractor"],
+             "stealers": [configs["stealer"]]}
+        )  # fmt: skip
+    _nontrivial_inn_(module.inn)
+    module.watermark.copy_(default_watermark(cfg.image_size))
+    module.to(cfg.device).train()
+    _maybe_compile(module.extractor, cfg)
+    opt = module.configure_optimizers()["optimizer"]
+    batch = _images(batch_size, cfg.image_size, cfg.device, 3)
+
+    def step() -> None:
+        with quiet():
+            loss = module.training_step(batch, 0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step, {"module": module, "sources": 6}
+
+
+def _row(name: str, cfg: BenchConfig, key: str, batch: int, timing: dict[str, Any], **extra: Any) -> dict:
+    paper = PAPER_BATCHES[key]
+    return {
+        "name": name,
+        "batch": batch,
+        "paper_batch": paper,
+        "batch_note": cfg.batch_notes.get(key, "") if batch < paper else "",
+        "image_size": cfg.image_size,
+        "step_s": timing["median_s"],
+        "images_per_s": batch / timing["median_s"],
+        **timing,
+        **extra,
+    }
+
+
+def bench_training(cfg: BenchConfig, budget: Budget) -> tuple[list[dict], dict]:
+    """Training rows (phases 1, 2, 2-reference, 3a, 3b; bf16 rows on CUDA) and the coupling comparison."""
+    rows: list[dict] = []
+    dtypes = [False, True] if (cfg.bf16 and cfg.device == "cuda") else [False]
+
+    for bf16 in dtypes:
+        b = cfg.batches["phase1"]
+        step, _ = phase1_step(cfg, b, bf16)
+        rows.append(_row("phase1" + ("_bf16" if bf16 else ""), cfg, "phase1", b, measure(step, cfg, budget, 0.12),
+                         dtype="bf16-autocast" if bf16 else "fp32", includes_vgg=cfg.vgg))  # fmt: skip
+        del step
+        _collect(cfg)
+
+    coupling, phase2_rows = bench_coupling(cfg, budget)
+    rows.extend(phase2_rows)
+
+    if cfg.bf16 and cfg.device == "cuda":
+        b = cfg.batches["phase2"]
+        module = phase2_module(cfg)
+        record: dict[str, Any] = {}
+        step = phase2_step(module, module.inn, _images(b, cfg.image_size, cfg.device, 0), cfg, True, record)
+        rows.append(_row("phase2_bf16", cfg, "phase2", b, measure(step, cfg, budget, 0.1), dtype="bf16-autocast"))
+        del module, step
+        _collect(cfg)
+
+    b = cfg.batches["steal"]
+    step, _ = steal_step(cfg, b)
+    rows.append(_row("steal_unet", cfg, "steal", b, measure(step, cfg, budget, 0.2), dtype="fp32"))
+    del step
+    _collect(cfg)
+
+    b = cfg.batches["enhance"]
+    step, info = enhance_step(cfg, b)
+    rows.append(_row("enhance", cfg, "enhance", b, measure(step, cfg, budget, 0.3), dtype="fp32",
+                     extractor_images_per_step=b * info["sources"]))  # fmt: skip
+    del step, info
+    _collect(cfg)
+    return rows, coupling
+
+
+def bench_coupling(cfg: BenchConfig, budget: Budget) -> tuple[dict, list[dict]]:
+    """Phase-2 step with our INN and with the HiNet reference (same weights, inputs and z), interleaved."""
+    b = cfg.batches["phase2"]
+    module = phase2_module(cfg)
+    reference = hinet_reference.from_invertible_mask_net(module.inn).train()
+    batch = _images(b, cfg.image_size, cfg.device, 0)
+    rec_ours: dict[str, Any] = {"seed": 1234, "capture": True}
+    rec_ref: dict[str, Any] = {"seed": 1234, "capture": True}
+    ours = phase2_step(module, module.inn, batch, cfg, False, rec_ours)
+    ref = phase2_step(module, reference, batch, cfg, False, rec_ref)
+
+    # warm-up (also the equality check: same weights, inputs and noise before any update)
+    mem = Memory(cfg.device, not cfg.quick)
+    mem.reset()
+    warm_ours = _timed(ours, cfg.device)
+    mem_ours = mem.peak_mb()
+    mem.reset()
+    warm_ref = _timed(ref, cfg.device)
+    mem_ref = mem.peak_mb()
+    diffs = {k: float((rec_ours["outputs"][k] - rec_ref["outputs"][k]).abs().max()) for k in rec_ours["outputs"]}
+    rec_ours["capture"] = rec_ref["capture"] = False
+    rec_ours.pop("outputs")
+    rec_ref.pop("outputs")
+
+    repeats = budget.repeats(warm_ours + warm_ref, cfg.repeats, 0.35)
+    t_ours, t_ref, inn_ours, inn_ref, h_ours = [], [], [], [], []
+    for _ in range(repeats):  # interleaved so that load changes hit both alike
+        t_ours.append(_timed(ours, cfg.device))
+        inn_ours.append(rec_ours["inn_s"])
+        h_ours.append(rec_ours["h_s"])
+        t_ref.append(_timed(ref, cfg.device))
+        inn_ref.append(rec_ref["inn_s"])
+
+    def timing(times: list[float], warm: float, peak: float | None) -> dict[str, Any]:
+        return {"warmup_s": warm, "times_s": times, "median_s": statistics.median(times), "min_s": min(times),
+                "repeats": len(times), "peak_mem_mb": peak, "mem_kind": mem.kind}  # fmt: skip
+
+    rows = [
+        _row("phase2", cfg, "phase2", b, timing(t_ours, warm_ours, mem_ours), dtype="fp32",
+             inn="ipmn_lightning InvertibleMaskNet (impl=auto)", frozen_h_s=statistics.median(h_ours)),
+        _row("phase2_hinet_reference", cfg, "phase2", b, timing(t_ref, warm_ref, mem_ref), dtype="fp32",
+             inn="benchmarks/hinet_reference.py HiNetReference"),
+    ]  # fmt: skip
+    ours_s, ref_s = statistics.median(inn_ours), statistics.median(inn_ref)
+    ratio = ref_s / ours_s
+    max_diff = max(diffs.values())
+    coupling = {
+        "batch": b,
+        "image_size": cfg.image_size,
+        "num_blocks": cfg.widths["num_blocks"],
+        "growth": cfg.widths["growth"],
+        "impl": module.inn.impl,
+        "ours_step_s": ours_s,
+        "reference_step_s": ref_s,
+        "ours_times_s": inn_ours,
+        "reference_times_s": inn_ref,
+        "ours_images_per_s": b / ours_s,
+        "reference_images_per_s": b / ref_s,
+        "speedup": ratio,
+        "max_abs_diff": max_diff,
+        "max_abs_diff_per_output": diffs,
+        "required_speedup": 1.3 if cfg.device == "cpu" else 1.0,
+        "required_max_abs_diff": 1e-5,
+        "speedup_ok": ratio >= (1.3 if cfg.device == "cpu" else 1.0),
+        "equal_ok": max_diff <= 1e-5,
+        "note": "coupling network step only (frozen H excluded), median of interleaved repeats",
+    }
+    del module, reference, ours, ref
+    _collect(cfg)
+    return coupling, rows
+
+
+# ------------------------------------------------------------------------------------------ inference
+def inference_nets(cfg: BenchConfig) -> tuple[torch.nn.Module, torch.nn.Module, torch.Tensor]:
+    """(H, INN, watermark) in eval mode, the INN with non-trivial weights."""
+    module = phase2_module(cfg).eval()
+    return module.embedder, module.inn, module.watermark
+
+
+def bench_inference(cfg: BenchConfig, budget: Budget, mode: str = "inference_mode") -> list[dict]:
+    """Per-image latency of protect (H + put_on) and recover (put_off) at the small and large batch."""
+    embedder, inn, watermark = inference_nets(cfg)
+    embedder_c, inn_c = _maybe_compile(embedder, cfg), _maybe_compile(inn, cfg)
+    rows = []
+    ctx = torch.inference_mode if mode == "inference_mode" else torch.no_grad
+    for key in ("infer_small", "infer_large"):
+        b = cfg.batches[key]
+        batch = _images(b, cfg.image_size, cfg.device, 4)
+        with ctx():
+            masked, lost = inn_c.put_on(batch["protected"], embedder_c(batch["mask"], watermark))
+            z = torch.randn_like(lost)
+
+        def protect(batch: dict[str, torch.Tensor] = batch) -> None:
+            with ctx():
+                inn_c.put_on(batch["protected"], embedder_c(batch["mask"], watermark))
+
+        def recover(masked: torch.Tensor = masked, z: torch.Tensor = z) -> None:
+            with ctx():
+                inn_c.put_off(masked, z=z)
+
+        for name, fn in (("protect", protect), ("recover", recover)):
+            t = measure(fn, cfg, budget, 0.1)
+            rows.append(
+                {
+                    "name": name,
+                    "batch": b,
+                    "paper_batch": PAPER_BATCHES[key],
+                    "batch_note": cfg.batch_notes.get(key, "") if b < PAPER_BATCHES[key] else "",
+                    "image_size": cfg.image_size,
+                    "mode": mode,
+                    "latency_ms_per_image": 1000 * t["median_s"] / b,
+                    "batch_latency_ms": 1000 * t["median_s"],
+                    "images_per_s": b / t["median_s"],
+                    **t,
+                }
+            )
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- data
+def _load_script(name: str) -> Any:
+    import importlib.util
+
+    path = REPO / "tests" / "data" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"{path}: the fake-data generators of tests/data are needed for the data benchmark")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_fake_datasets(folder: Path, n: int, seed: int = 0) -> dict[str, Path]:
+    """Fake CelebA (178x218 JPEGs like the real aligned images, mask store of PNGs) and a fake image folder."""
+    celeba = _load_script("make_fake_celeba").make_fake_celeba(folder / "celeba", n=n, size=178, seed=seed)
+    images = _load_script("make_fake_folder").make_fake_folder(folder / "folder", n=n, size=178, seed=seed)
+    return {"celeba": Path(celeba), "folder": Path(images)}
+
+
+def loader_throughput(dm: FaceSwapDataModule, seconds: float, max_images: int) -> dict[str, Any]:
+    """Triplets per second out of ``dm.train_dataloader()`` after the first batch (worker start-up)."""
+    loader = dm.train_dataloader()
+    t0 = time.perf_counter()
+    it = iter(loader)
+    first = next(it)
+    startup = time.perf_counter() - t0
+    count, batches, epochs = 0, 0, 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds and count < max_images:
+        try:
+            batch = next(it)
+        except StopIteration:
+            epochs += 1
+            it = iter(loader)
+            continue
+        count += batch["protected"].shape[0]
+        batches += 1
+    elapsed = time.perf_counter() - t0
+    shape = tuple(first["protected"].shape)
+    shutdown = getattr(it, "_shutdown_workers", None)
+    if shutdown is not None:  # persistent workers would otherwise live until garbage collection
+        shutdown()
+    del it, loader, first
+    return {
+        "images_per_s": count / elapsed if elapsed > 0 else math.nan,
+        "images": count,
+        "batches": batches,
+        "epoch_restarts": epochs,
+        "seconds": elapsed,
+        "startup_s": startup,
+        "batch_shape": list(shape),
+    }
+
+
+def bench_data(cfg: BenchConfig, budget: Budget, root: Path | None = None) -> list[dict]:
+    """Triplets/s of the synthetic, CelebA (JPEG + mask store) and folder (mask store) sources."""
+    rows = []
+    b = cfg.batches["data"]
+    with contextlib.ExitStack() as stack:
+        if root is None:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ipmn_speed_")))
+        t0 = time.perf_counter()
+        roots = make_fake_datasets(root, cfg.data_images)
+        gen_s = time.perf_counter() - t0
+        sources = [
+            ("synthetic", {"source": "synthetic", "synthetic_sizes": (10**6, 4, 4)},
+             "procedural faces rendered in the workers"),
+            ("celeba", {"source": "celeba", "root": str(roots["celeba"])},
+             "x_p, x_r: 178x218 JPEGs (img_align_celeba); x_m: PNG from the mask store; upscaled to image_size"),
+            ("folder", {"source": "folder", "root": str(roots["folder"])},
+             "image folder (PNG/JPEG mix, 178x222) + mask store"),
+        ]  # fmt: skip
+        for name, kwargs, what in sources:
+            dm = FaceSwapDataModule(
+                image_size=cfg.image_size, batch_size=b, num_workers=cfg.workers, seed=0, check_store=False, **kwargs
+            )
+            result = loader_throughput(dm, cfg.data_seconds, 40 * b)
+            rows.append({"source": name, "what": what, "workers": cfg.workers, "batch": b,
+                         "image_size": cfg.image_size, **result})  # fmt: skip
+    for row in rows:
+        row["fake_data_generation_s"] = gen_s
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- ablations
+def bench_ablations(cfg: BenchConfig, budget: Budget) -> list[dict]:
+    """Before/after measurements of the candidate optimisations (see README's findings table)."""
+    rows: list[dict] = []
+
+    def add(name: str, variant: str, t: dict[str, Any], batch: int, **extra: Any) -> None:
+        rows.append({"name": name, "variant": variant, "batch": batch, "image_size": cfg.image_size,
+                     "images_per_s": batch / t["median_s"], **t, **extra})  # fmt: skip
+
+    # 1. INN implementations: one coupling-network step (fwd 16 blocks + inverse 16 blocks + backward)
+    b = cfg.batches["phase2"]
+    module = phase2_module(cfg)
+    batch = _images(b, cfg.image_size, cfg.device, 0)
+    reference = hinet_reference.from_invertible_mask_net(module.inn).train()
+    variants: list[tuple[str, torch.nn.Module, str | None]] = [
+        ("hinet_reference", reference, None),
+        ("ours_concat_nchw", module.inn, "concat"),
+        ("ours_split_channels_last", module.inn, "split"),
+    ]
+    for variant, net, impl in variants:
+        if impl is not None:
+            net.impl = impl
+        rec: dict[str, Any] = {}
+        step = phase2_step(module, net, batch, cfg, False, rec)
+        t = measure(step, cfg, budget, 0.08)
+        add("inn_impl", variant, t, b)
+    module.inn.impl = "auto"
+    del module, reference, step
+    _collect(cfg)
+
+    # 2. channels_last for the CNNs (phase-1 step, stealer step)
+    for variant in ("contiguous", "channels_last"):
+        step, info = phase1_step(cfg, cfg.batches["phase1"])
+        if variant == "channels_last":
+            info["module"].to(memory_format=torch.channels_last)
+        add("phase1_memory_format", variant, measure(step, cfg, budget, 0.08), cfg.batches["phase1"])
+        del step, info
+        _collect(cfg)
+    for variant in ("contiguous", "channels_last"):
+        step, info = steal_step(cfg, cfg.batches["steal"])
+        if variant == "channels_last":
+            info["module"].stealer.to(memory_format=torch.channels_last)
+        add("steal_memory_format", variant, measure(step, cfg, budget, 0.08), cfg.batches["steal"])
+        del step, info
+        _collect(cfg)
+
+    # 3. inference_mode vs no_grad (protect + recover, small batch)
+    for mode in ("no_grad", "inference_mode"):
+        small = replace(cfg, batches={**cfg.batches, "infer_large": cfg.batches["infer_small"]})
+        for row in bench_inference(small, budget, mode)[:2]:
+            rows.append({**row, "name": "inference_" + row["name"], "variant": mode})
+
+    # 4. torch.compile of the INN's dense blocks (inference put_on, small batch): compile time, steady state
+    x = _images(cfg.batches["infer_small"], cfg.image_size, cfg.device, 5)
+    for variant in ("eager", "compiled"):
+        _, inn, _ = inference_nets(cfg)
+        if variant == "compiled":
+            compile_networks(inn)
+
+        def put_on(inn: torch.nn.Module = inn) -> None:
+            with torch.inference_mode():
+                inn.put_on(x["protected"], x["mask"])
+
+        try:
+            t = measure(put_on, cfg, budget, 0.1)
+            add("inn_put_on_compile", variant, t, cfg.batches["infer_small"], compile_s=t["warmup_s"])
+        except Exception as err:  # a missing compiler must not sink the benchmark
+            rows.append({"name": "inn_put_on_compile", "variant": variant, "error": f"{type(err).__name__}: {err}"})
+        del inn
+        _collect(cfg)
+
+    # 5. data loading: workers 0 vs configured
+    for workers in sorted({0, cfg.workers}):
+        dm = FaceSwapDataModule(image_size=cfg.image_size, batch_size=cfg.batches["data"], num_workers=workers,
+                                synthetic_sizes=(10**6, 4, 4), seed=0)  # fmt: skip
+        r = loader_throughput(dm, cfg.data_seconds, 20 * cfg.batches["data"])
+        rows.append({"name": "data_synthetic_workers", "variant": f"workers={workers}", **r})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ run/report
+def environment(cfg: BenchConfig) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "device": cfg.device,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "mkldnn": torch.backends.mkldnn.is_available(),
+    }
+    with contextlib.suppress(OSError, ValueError):
+        info["ram_gb"] = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
+    with contextlib.suppress(OSError):
+        info["loadavg"] = list(os.getloadavg())
+    with contextlib.suppress(OSError, StopIteration):
+        with open("/proc/cpuinfo") as f:
+            info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    if cfg.device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def run(
+    cfg: BenchConfig,
+    sections: tuple[str, ...] = ("training", "inference", "data"),
+    data_root: Path | None = None,
+) -> dict:
+    """Run the benchmarks and return the JSON-able results.
+
+    Args:
+        cfg: the configuration (:func:`make_config`).
+        sections: any of ``training``, ``inference``, ``data`` (``ablations`` follow ``cfg.ablations``).
+        data_root: where to write the fake datasets (default: a temporary folder, removed after).
+
+    Returns:
+        ``{"schema_version", "config", "environment", "training", "coupling", "inference", "data",
+        "ablations", "checks", "elapsed_s"}``.
+    """
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available")
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(0)
+    budget = Budget(cfg.budget_s)
+    env = environment(cfg)
+    results: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "config": {**asdict(cfg), "paper_batches": PAPER_BATCHES},
+        "environment": env,
+        "training": [],
+        "coupling": None,
+        "inference": [],
+        "data": [],
+        "ablations": [],
+    }
+    if "training" in sections:
+        results["training"], results["coupling"] = bench_training(cfg, budget)
+    if "inference" in sections:
+        results["inference"] = bench_inference(cfg, budget)
+    if "data" in sections:
+        results["data"] = bench_data(cfg, budget, data_root)
+    phase2 = next((r for r in results["training"] if r["name"] == "phase2"), None)
+    for row in results["data"]:
+        row["phase2_images_per_s"] = phase2["images_per_s"] if phase2 else None
+        row["ratio_to_phase2"] = row["images_per_s"] / phase2["images_per_s"] if phase2 else None
+        row["ratio_ok"] = None if phase2 is None else row["ratio_to_phase2"] >= 3.0
+    if cfg.ablations:
+        results["ablations"] = bench_ablations(cfg, Budget(cfg.budget_s))
+    coupling = results["coupling"]
+    results["checks"] = {
+        "coupling_speedup_ok": coupling["speedup_ok"] if coupling else None,
+        "coupling_equal_ok": coupling["equal_ok"] if coupling else None,
+        "data_ratio_ok": all(r["ratio_ok"] for r in results["data"]) if results["data"] and phase2 else None,
+    }
+    results["elapsed_s"] = budget.elapsed()
+    with contextlib.suppress(OSError):
+        env["loadavg_after"] = list(os.getloadavg())
+    return results
+
+
+def write_json(path: str | os.PathLike[str], results: dict) -> Path:
+    """Write ``results`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(results, f, indent=2, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    cells = [header] + [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_table(results: dict) -> str:
+    """The human-readable report of :func:`run`'s results."""
+    env = results["environment"]
+    cfg = results["config"]
+    out = [
+        f"device {env['device']} ({env.get('gpu') or env.get('cpu_model', '?')}), {env['cpu_count']} CPUs, "
+        f"torch {env['torch']}, {env['torch_threads']} threads, image {cfg['image_size']} px, "
+        f"load avg {_fmt((env.get('loadavg') or [None])[0])} -> {_fmt((env.get('loadavg_after') or [None])[0])}"
+    ]
+    if results["training"]:
+        out += ["", "Training: one optimisation step (median of timed steps after warm-up)"]
+        out.append(_table(
+            ["phase", "batch", "paper", "step s", "img/s", "peak MB", "repeats", "note"],
+            [[r["name"], r["batch"], r["paper_batch"], r["step_s"], r["images_per_s"], r["peak_mem_mb"],
+              r["repeats"], r["batch_note"]] for r in results["training"]],
+        ))  # fmt: skip
+    c = results.get("coupling")
+    if c:
+        out += [
+            "",
+            f"Coupling network step (K {c['num_blocks']}, growth {c['growth']}, batch {c['batch']}, "
+            f"{c['image_size']} px, impl {c['impl']}): ours {c['ours_step_s']:.3g} s, HiNet reference "
+            f"{c['reference_step_s']:.3g} s -> ours/reference throughput {c['speedup']:.2f}x "
+            f"(need >= {c['required_speedup']}: {'OK' if c['speedup_ok'] else 'FAIL'}); "
+            f"max |diff| {c['max_abs_diff']:.2e} (need <= 1e-5: {'OK' if c['equal_ok'] else 'FAIL'})",
+        ]
+    if results["inference"]:
+        out += ["", "Inference (torch.inference_mode), latency per image"]
+        out.append(_table(
+            ["op", "batch", "paper", "ms/image", "batch ms", "img/s", "note"],
+            [[r["name"], r["batch"], r["paper_batch"], r["latency_ms_per_image"], r["batch_latency_ms"],
+              r["images_per_s"], r["batch_note"]] for r in results["inference"]],
+        ))  # fmt: skip
+    if results["data"]:
+        out += ["", "Data loading: triplets/s through FaceSwapDataModule.train_dataloader()"]
+        out.append(_table(
+            ["source", "workers", "batch", "img/s", "phase-2 img/s", "ratio", ">=3x", "start-up s"],
+            [[r["source"], r["workers"], r["batch"], r["images_per_s"], r["phase2_images_per_s"],
+              r["ratio_to_phase2"], r["ratio_ok"], r["startup_s"]] for r in results["data"]],
+        ))  # fmt: skip
+    if results.get("ablations"):
+        out += ["", "Ablations (before/after)"]
+        out.append(_table(
+            ["experiment", "variant", "batch", "median s", "img/s", "warm-up s"],
+            [[r["name"], r["variant"], r.get("batch"), r.get("median_s", r.get("seconds")), r.get("images_per_s"),
+              r.get("warmup_s", r.get("startup_s"))] for r in results["ablations"]],
+        ))  # fmt: skip
+    out += ["", f"elapsed {results['elapsed_s']:.0f} s"]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description="IPMN speed benchmarks (issue 7); see benchmarks/README.md")
+    parser.add_argument("--out", type=Path, default=None, help="JSON output (default speed_<device>[_quick].json)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of every code path")
+    parser.add_argument("--repeats", type=int, default=None, help="timed steps after warm-up (CPU 2, CUDA 5)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--image-size", type=int, default=None)
+    parser.add_argument("--budget", type=float, default=None, help="seconds; repeats are cut to fit (default 540)")
+    parser.add_argument("--no-vgg", action="store_true", help="phase 1 without the VGG perceptual loss")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the networks (off: it does not pay here)")
+    parser.add_argument("--ablations", action="store_true", help="also run the before/after experiments")
+    parser.add_argument("--sections", default="training,inference,data", help="comma list of sections to run")
+    parser.add_argument("--data-root", type=Path, default=None, help="folder for the fake datasets (default: temp)")
+    parser.add_argument(
+        "--batch", action="append", default=[], metavar="NAME=N",
+        help=f"override a batch size ({', '.join(PAPER_BATCHES)}), e.g. --batch phase2=4",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    overrides: dict[str, Any] = {}
+    if args.budget is not None:
+        overrides["budget_s"] = args.budget
+    cfg = make_config(args.device, args.quick, args.repeats, args.threads, args.image_size, **overrides)
+    cfg.vgg = cfg.vgg and not args.no_vgg
+    cfg.compile = args.compile
+    cfg.ablations = args.ablations
+    for item in args.batch:
+        name, _, value = item.partition("=")
+        if name not in PAPER_BATCHES or not value.isdigit():
+            parser.error(f"--batch {item!r}: use NAME=N with NAME in {list(PAPER_BATCHES)}")
+        cfg.batches[name] = int(value)
+        if int(value) < PAPER_BATCHES[name]:
+            cfg.batch_notes.setdefault(name, "set on the command line")
+    sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
+    out = args.out or Path(f"speed_{args.device}{'_quick' if args.quick else ''}.json")
+    results = run(cfg, sections, args.data_root)
+    print(format_table(results))
+    print(f"\nJSON written to {write_json(out, results)}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,404 @@
+"""Callbacks for scale and tracking: config saving for W&B, resumable random state, a sweep objective.
+
+- :class:`IPMNSaveConfigCallback` replaces LightningCLI's ``SaveConfigCallback``: it never fails because a
+  ``config.yaml`` already exists, writes the config next to a W&B run's checkpoints and into the run's files,
+  and puts the resolved config into the W&B run config.
+- :class:`ResumeRandomState` gives every DDP rank its own random stream and stores the random state (torch,
+  CUDA, numpy, Python and the training sampler's generator) in checkpoints, so that ``--ckpt_path`` continues a
+  run as if it had never stopped.
+- :class:`SweepObjective` logs one number a W&B sweep can optimise when the searched loss weights trade two goals
+  against each other (every single metric can be gamed by such a search).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import yaml
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.cli import SaveConfigCallback
+from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from .utils import atomic_write_text
+
+__all__ = [
+    "IPMNSaveConfigCallback",
+    "ResumeRandomState",
+    "SweepObjective",
+    "default_wandb_run_name",
+    "free_config_path",
+]
+
+# ---------------------------------------------------------------------------------------------- config saving
+
+
+def free_config_path(directory: str | os.PathLike[str], filename: str = "config.yaml", overwrite: bool = True) -> Path:
+    """Where to write a run's config: ``directory/filename``, or the first free ``stem-N.suffix`` next to it.
+
+    Args:
+        directory: target folder.
+        filename: file name, e.g. ``config.yaml``.
+        overwrite: replace an existing file instead of picking a new name.
+    """
+    path = Path(directory) / filename
+    if overwrite or not path.exists():
+        return path
+    stem, suffix = path.stem, path.suffix
+    n = 1
+    while (candidate := path.with_name(f"{stem}-{n}{suffix}")).exists():
+        n += 1
+    return candidate
+
+
+def _wandb_loggers(trainer: pl.Trainer) -> list[WandbLogger]:
+    return [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+
+
+def _wandb_run_dir(logger: WandbLogger) -> Path | None:
+    """``<save_dir>/<project>/<run id>``: the folder where ModelCheckpoint puts a W&B run's checkpoints."""
+    if logger.save_dir is None or logger.version is None:
+        return None
+    return Path(logger.save_dir) / str(logger.name) / str(logger.version)
+
+
+class IPMNSaveConfigCallback(SaveConfigCallback):
+    """LightningCLI config saving that never aborts a run and feeds Weights & Biases.
+
+    Where the config goes (rank 0 only, written atomically):
+
+    - with a ``WandbLogger`` first in ``trainer.logger``: ``<save_dir>/<project>/<run id>/config.yaml`` (next to the
+      run's checkpoints; Lightning's default ``trainer.log_dir`` would be ``save_dir``, shared by every run), a copy in
+      the run's files (``wandb.run.dir``, uploaded with the run) and the resolved config under the key ``config`` of
+      the W&B run config;
+    - otherwise: ``trainer.log_dir/config.yaml`` as LightningCLI does.
+
+    An existing file is replaced when ``overwrite`` is true (the ``ipmn`` default) and kept otherwise, the config
+    then going to the next free ``config-N.yaml``: no run ever fails because a ``config.yaml`` already exists.
+    No collective call is made on rank 0 alone, so this is safe under DDP.
+    """
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Write the config once per trainer (the first ``setup``)."""
+        if self.already_saved:
+            return
+        # every rank takes part in trainer.log_dir (it broadcasts); only rank 0 writes
+        log_dir = trainer.log_dir if self.save_to_log_dir else None
+        if trainer.is_global_zero:
+            text = self.parser.dump(self.config, skip_none=False)
+            if self.save_to_log_dir:
+                wandb = _wandb_loggers(trainer)
+                run_dir = _wandb_run_dir(wandb[0]) if wandb and trainer.loggers[0] is wandb[0] else None
+                directory = run_dir or (Path(log_dir) if log_dir is not None else None)
+                if directory is not None:
+                    path = free_config_path(directory, self.config_filename, self.overwrite)
+                    atomic_write_text(path, text)
+                    rank_zero_info(f"LightningCLI config saved to {path}")
+            self._dumped = text
+            self.save_config(trainer, pl_module, stage)
+        self.already_saved = True
+
+    def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Put the resolved config into every W&B run: its config (key ``config``) and its files."""
+        text = getattr(self, "_dumped", None) or self.parser.dump(self.config, skip_none=False)
+        for logger in _wandb_loggers(trainer):
+            run = logger.experiment
+            config = getattr(run, "config", None)
+            if config is not None and hasattr(config, "update"):
+                config.update({"config": yaml.safe_load(text)}, allow_val_change=True)
+            run_files = getattr(run, "dir", None)
+            if isinstance(run_files, str) and run_files and os.path.isdir(run_files):
+                atomic_write_text(Path(run_files) / self.config_filename, text)
+
+
+def default_wandb_run_name(model_class_path: str | None, init_args: Mapping[str, Any] | None = None) -> str | None:
+    """The W&B run name of a phase: the module's ``phase`` (``watermark_pretrain``, ...), plus the stealer in 3a.
+
+    Args:
+        model_class_path: ``model.class_path`` of the LightningCLI config.
+        init_args: ``model.init_args`` (for the stealer architecture of phase 3a).
+
+    Returns:
+        The name, or ``None`` when the class cannot be imported.
+    """
+    if not model_class_path:
+        return None
+    from jsonargparse import Namespace
+    from jsonargparse._util import import_object
+
+    try:
+        cls = import_object(model_class_path)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    phase = getattr(cls, "phase", None) or cls.__name__
+    args = init_args.as_dict() if isinstance(init_args, Namespace) else dict(init_args or {})
+    stealer = args.get("stealer")
+    return f"{phase}-{stealer}" if stealer and "steal" in phase else str(phase)
+
+
+# ------------------------------------------------------------------------------------------------ random state
+
+
+def _train_generators(trainer: pl.Trainer) -> list[torch.Generator]:
+    """The generators that decide the training data order (DataLoader and its sampler), each once."""
+    loaders = trainer.train_dataloader
+    if loaders is None:
+        return []
+
+    def flatten(obj: Any) -> Iterator[Any]:
+        if isinstance(obj, Mapping):
+            for value in obj.values():
+                yield from flatten(value)
+        elif isinstance(obj, list | tuple):
+            for value in obj:
+                yield from flatten(value)
+        else:
+            yield obj
+
+    generators: list[torch.Generator] = []
+    for loader in flatten(loaders):
+        if not isinstance(loader, DataLoader):
+            continue
+        sampler = loader.batch_sampler.sampler if loader.batch_sampler is not None else loader.sampler
+        for generator in (loader.generator, getattr(sampler, "generator", None)):
+            if isinstance(generator, torch.Generator) and all(generator is not g for g in generators):
+                generators.append(generator)
+    return generators
+
+
+def _collect_rng_state() -> dict[str, Any]:
+    """The global random states in a form ``torch.load(weights_only=True)`` reads (tensors, ints, tuples)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": random.getstate(),
+        "cuda": [],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["gauss"],
+        )
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def _seed_all(seed: int) -> None:
+    """Seed torch (every device), numpy and Python without touching ``PL_GLOBAL_SEED``."""
+    seed %= 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class ResumeRandomState(Callback):
+    """Per-rank random streams under DDP, and random state that survives ``--ckpt_path``.
+
+    - **Per-rank seeding.** ``seed_everything`` gives every DDP process the same seed, so the random flips and
+      the phase-2 Gaussian ``z`` would repeat on every GPU. At ``setup`` of a fresh fit with ``world_size > 1``,
+      ranks above 0 are reseeded with ``PL_GLOBAL_SEED + rank`` (rank 0 keeps the stream a one-GPU run has).
+      Model weights are not affected: the modules are built before ``setup`` and DDP copies rank 0's weights.
+    - **Resume.** Checkpoints get the random state of torch, CUDA, numpy and Python, and the state of the
+      training DataLoader's and sampler's generators both now and at the start of the epoch, with the number of
+      batches the epoch has already drawn. When a fit resumes, the state is restored at ``on_train_start`` and
+      the epoch's data iterator is created again from the restored generators (as Lightning does at the start of
+      each epoch of an uninterrupted run); after a mid-epoch checkpoint the batches the epoch had already trained
+      on are drawn and dropped (data loading only), so the run continues with the batch it would have seen next.
+      Under DDP the checkpoint holds rank 0's state: rank 0 continues exactly, the other ranks get fresh
+      streams derived from it and their rank (their data shards come from Lightning's seeded
+      ``DistributedSampler`` and continue exactly).
+
+    To give every epoch's iterator a known starting state, the first epoch's iterator of a fresh fit is created
+    once more at ``on_train_start`` (the data order differs from a run without this callback, reproducibly).
+
+    Args:
+        per_rank_seed: reseed ranks above 0 at the start of a DDP fit.
+        restore: restore the saved random state (and the data position) when a fit resumes from a checkpoint.
+    """
+
+    def __init__(self, per_rank_seed: bool = True, restore: bool = True) -> None:
+        self.per_rank_seed = per_rank_seed
+        self.restore = restore
+        self._trainer: pl.Trainer | None = None
+        self._pending: dict[str, Any] | None = None
+        # (epoch, generator states right before that epoch's data iterator was created)
+        self._epoch_start: tuple[int, list[Tensor]] | None = None
+
+    @property
+    def state_key(self) -> str:
+        """One entry per checkpoint, whatever the arguments."""
+        return type(self).__qualname__
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Remember the trainer; give each DDP rank its own stream for a fit."""
+        self._trainer = trainer
+        self._epoch_start = None
+        if stage != "fit" or not self.per_rank_seed or trainer.world_size <= 1 or trainer.global_rank == 0:
+            return
+        seed = os.environ.get("PL_GLOBAL_SEED")
+        if seed is None:
+            return  # no seed_everything: each process already drew its own seed
+        _seed_all(int(seed) + trainer.global_rank)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The random state of this process and the data position of the epoch (rank 0's is written)."""
+        state: dict[str, Any] = {"rng": _collect_rng_state(), "generators": [], "epoch": -1, "batches": 0}
+        trainer = self._trainer
+        if trainer is not None and trainer.state.fn == TrainerFn.FITTING:
+            state["generators"] = [g.get_state() for g in _train_generators(trainer)]
+            state["epoch"] = trainer.current_epoch
+            state["batches"] = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+            if self._epoch_start is not None and self._epoch_start[0] == trainer.current_epoch:
+                state["epoch_generators"] = self._epoch_start[1]
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keep the state until the data loaders exist (``on_train_start``)."""
+        self._pending = state_dict if self.restore else None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Restore the saved state and recreate the epoch's data iterator from it (or mark a fresh start)."""
+        state, self._pending = self._pending, None
+        generators = _train_generators(trainer)
+        epoch = trainer.current_epoch
+        if not state:
+            self._restart_epoch(trainer, epoch, generators, None, 0)
+            return
+        _set_rng_state(state["rng"])
+        if trainer.world_size > 1 and trainer.global_rank > 0:
+            # rank 0's state was saved; derive a distinct, reproducible stream for this rank
+            generator = torch.Generator()
+            generator.set_state(state["rng"]["torch"])
+            _seed_all(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) + trainer.global_rank)
+        saved_epoch, seen = int(state.get("epoch", -1)), int(state.get("batches", 0))
+        if saved_epoch < epoch:  # saved at the end of an epoch: this epoch starts from the saved generators
+            self._restart_epoch(trainer, epoch, generators, state.get("generators"), 0)
+        elif seen < trainer.num_training_batches and state.get("epoch_generators") is not None:
+            self._restart_epoch(trainer, epoch, generators, state["epoch_generators"], seen)
+        else:  # the epoch's batches are all done; Lightning draws the next epoch's iterator itself
+            self._set_generators(generators, state.get("generators"))
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Note the generators' state before Lightning creates this epoch's data iterator."""
+        if self._epoch_start is None or self._epoch_start[0] != trainer.current_epoch:
+            self._epoch_start = (trainer.current_epoch, [g.get_state() for g in _train_generators(trainer)])
+
+    @staticmethod
+    def _set_generators(generators: list[torch.Generator], states: list[Tensor] | None) -> None:
+        if not states:
+            return
+        if len(states) != len(generators):
+            rank_zero_warn(
+                f"ResumeRandomState: the checkpoint has {len(states)} training data generators, this run has "
+                f"{len(generators)}; the data order after resuming differs from an uninterrupted run"
+            )
+            return
+        for generator, state in zip(generators, states):
+            generator.set_state(state)
+
+    def _restart_epoch(
+        self,
+        trainer: pl.Trainer,
+        epoch: int,
+        generators: list[torch.Generator],
+        states: list[Tensor] | None,
+        seen: int,
+    ) -> None:
+        """Create the epoch's data iterator from ``states`` and drop its first ``seen`` batches."""
+        self._set_generators(generators, states)
+        self._epoch_start = (epoch, [g.get_state() for g in generators])
+        fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
+        if fetcher is None:
+            return
+        iter(fetcher)  # what Lightning does at the start of every later epoch
+        if seen:
+            rank_zero_info(f"ResumeRandomState: skipping the {seen} batches epoch {epoch} had already trained on")
+            for _ in range(seen):
+                next(fetcher.iterator)
+
+
+# ------------------------------------------------------------------------------------------------------ sweeps
+
+#: Default objectives per phase: a weighted sum of validation metrics, all larger-is-better.
+SWEEP_OBJECTIVES: dict[str, dict[str, float]] = {
+    # PSNR (dB) of the watermarked mask, minus 1 dB for every 5 % of failed extractions or false positives:
+    # searching the loss weights trades invisibility against extraction, so neither alone is the objective
+    "watermark_pretrain": {"val/psnr_mask": 1.0, "val/sr_e_watermarked": 20.0, "val/fpr_mask": -20.0},
+    # mean PSNR (dB) of the 8-bit masked face (x_wmf vs x_wm) and of the face recovered from it (x'_p vs x_p)
+    "invertible_mask": {"val/psnr_masked_q8": 0.5, "val/psnr_recovered_q8": 0.5},
+}
+
+
+class SweepObjective(Callback):
+    """Log ``name`` = Σ weight · metric over validation metrics, the number a W&B sweep optimises.
+
+    A sweep over loss weights that optimises one metric would simply buy that metric with the others (e.g. lower
+    the invisibility weight to raise NC). The defaults (:data:`SWEEP_OBJECTIVES`) combine the two sides of each
+    phase's trade-off; pass ``terms`` to choose your own. Add it from the command line with
+    ``--trainer.callbacks+=ipmn_lightning.callbacks.SweepObjective``. The inputs are epoch-level metrics that
+    Lightning/torchmetrics already reduced over DDP ranks, so every rank logs the same value.
+
+    Args:
+        name: key logged (the sweep's ``metric.name``).
+        terms: metric key -> weight; ``None`` picks the defaults of the module's ``phase``.
+    """
+
+    def __init__(self, name: str = "val/objective", terms: dict[str, float] | None = None) -> None:
+        self.name = name
+        self.terms = dict(terms) if terms is not None else None
+
+    def _terms(self, pl_module: pl.LightningModule) -> dict[str, float]:
+        if self.terms is not None:
+            return self.terms
+        phase = getattr(pl_module, "phase", None)
+        if phase not in SWEEP_OBJECTIVES:
+            raise ValueError(
+                f"SweepObjective has no default terms for phase {phase!r}; pass "
+                "--trainer.callbacks.init_args.terms='{\"val/metric\": 1.0}'"
+            )
+        return SWEEP_OBJECTIVES[phase]
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Combine this epoch's validation metrics (skipped during the sanity check)."""
+        if trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        terms = self._terms(pl_module)
+        missing = [key for key in terms if key not in metrics]
+        if missing:
+            rank_zero_warn(f"SweepObjective: {missing} not logged this epoch; {self.name} not logged")
+            return
+        value = sum(float(weight) * float(metrics[key]) for key, weight in terms.items())
+        pl_module.log(self.name, value, sync_dist=False)
