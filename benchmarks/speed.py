@@ -38,7 +38,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ from ipmn_lightning.modules import (  # noqa: E402
     StealingAttackModule,
     WatermarkPretrainModule,
 )
-from ipmn_lightning.nets.inn import DenseBlock  # noqa: E402
+from ipmn_lightning.nets.inn import DenseBlock, InvertibleMaskNet  # noqa: E402
 
 SCHEMA_VERSION = 1
 MiB = 1024 * 1024
@@ -179,11 +179,11 @@ def make_config(
         cfg.repeats = 2
         cfg.batches = dict(CPU_BATCHES)
         reasons = {
-            "phase1": "2-core CPU: a batch-8 step takes minutes (10-minute budget)",
-            "phase2": "CPU: batch 32 at 256 px needs ~1 GB of activations per image (> RAM) and minutes per step",
+            "phase1": "2-core CPU: a batch-8 step takes ~2 min (10-minute budget)",
+            "phase2": "CPU: ~1.2 GB per image (reference ~3 GB), batch 32 exceeds RAM; minutes per step",
             "steal": "2-core CPU: 10-minute budget",
-            "enhance": "2-core CPU: 10-minute budget (6 sources per image through R)",
-            "infer_large": "2-core CPU: 10-minute budget (batch 32 takes minutes)",
+            "enhance": "2-core CPU: 10-minute budget; ~4.7 GB per image (6 sources through R), batch 8 exceeds RAM",
+            "infer_large": "2-core CPU: 10-minute budget (batch 32 takes ~1 min per call)",
         }
         cfg.batch_notes = {k: v for k, v in reasons.items() if cfg.batches[k] < PAPER_BATCHES[k]}
     else:
@@ -216,10 +216,20 @@ class Budget:
         return self.seconds - self.elapsed()
 
     def repeats(self, step_s: float, wanted: int, share: float) -> int:
-        """How many of ``wanted`` steps of ``step_s`` fit into ``share`` of the time left (>= 1)."""
+        """How many of ``wanted`` steps of ``step_s`` fit into ``share`` of the time left (may be 0)."""
         if step_s <= 0:
             return wanted
-        return max(1, min(wanted, int(share * max(self.left(), 0.0) / step_s)))
+        return max(0, min(wanted, int(share * max(self.left(), 0.0) / step_s)))
+
+
+def _malloc_trim() -> None:
+    """Give freed heap memory back to the OS (glibc), so the next peak RSS is measured from a low base."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def synchronize(device: str) -> None:
@@ -250,6 +260,8 @@ class Memory:
     def reset(self) -> None:
         if self.collect:  # about 0.5 s with Lightning imported: skipped in quick runs
             gc.collect()
+        if self.device != "cuda":
+            _malloc_trim()
         if self.device == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
@@ -301,9 +313,13 @@ def measure(
 ) -> dict[str, Any]:
     """Warm up, then time ``fn`` up to ``cfg.repeats`` times (fewer if the budget share runs out).
 
+    When not even one timed call fits the budget, the warm-up call is reported instead
+    (``timed_from_warmup``: it includes one-off costs, so it over-estimates the step time).
+
     Returns:
         ``warmup_s`` (first call; includes compilation), ``times_s``, ``median_s``, ``min_s``,
-        ``peak_mem_mb`` (over warm-up and timed calls) and ``mem_kind``.
+        ``repeats``, ``timed_from_warmup``, ``peak_mem_mb`` (over warm-up and timed calls) and
+        ``mem_kind``.
     """
     mem = Memory(cfg.device, not cfg.quick)
     mem.reset()
@@ -311,12 +327,16 @@ def measure(
     estimate = min(warm) if warm else 0.0
     repeats = budget.repeats(estimate, cfg.repeats, share)
     times = [_timed(fn, cfg.device) for _ in range(repeats)]
+    from_warmup = not times
+    if from_warmup:
+        times = warm[-1:] if warm else [_timed(fn, cfg.device)]
     return {
         "warmup_s": warm[0] if warm else None,
+        "timed_from_warmup": from_warmup,
         "times_s": times,
         "median_s": statistics.median(times),
         "min_s": min(times),
-        "repeats": repeats,
+        "repeats": len(times) if not from_warmup else 0,
         "peak_mem_mb": mem.peak_mb(),
         "mem_kind": mem.kind,
     }
@@ -381,7 +401,9 @@ def _autocast(cfg: BenchConfig, bf16: bool) -> contextlib.AbstractContextManager
 
 
 # ------------------------------------------------------------------------------------ training steps
-def phase1_step(cfg: BenchConfig, batch_size: int, bf16: bool = False) -> tuple[Callable[[], None], dict]:
+def phase1_step(
+    cfg: BenchConfig, batch_size: int, bf16: bool = False, channels_last: bool = False
+) -> tuple[Callable[[], None], dict]:
     """Phase 1 (H + R step on ℓ_IP, then D step), as ``WatermarkPretrainModule.training_step`` does."""
     w = cfg.widths
     with quiet():
@@ -393,6 +415,9 @@ def phase1_step(cfg: BenchConfig, batch_size: int, bf16: bool = False) -> tuple[
     module.to(cfg.device).train()
     (opt_hr, opt_d), _ = module.configure_optimizers()
     mask = _images(batch_size, cfg.image_size, cfg.device, 1)["mask"]
+    if channels_last:
+        module.to(memory_format=torch.channels_last)
+        mask = mask.contiguous(memory_format=torch.channels_last)
     hr = [module.embedder, module.extractor]
     for net in (module.embedder, module.extractor, module.discriminator):
         _maybe_compile(net, cfg)
@@ -486,7 +511,7 @@ def phase2_step(
     return step
 
 
-def steal_step(cfg: BenchConfig, batch_size: int) -> tuple[Callable[[], None], dict]:
+def steal_step(cfg: BenchConfig, batch_size: int, channels_last: bool = False) -> tuple[Callable[[], None], dict]:
     """Phase 3a: black-box query (frozen H + INN put-on, 8-bit) and an L2 step of the U-Net stealer."""
     configs = _configs(cfg)
     with quiet():
@@ -497,6 +522,9 @@ def steal_step(cfg: BenchConfig, batch_size: int) -> tuple[Callable[[], None], d
     _maybe_compile(module.stealer, cfg)
     opt = module.configure_optimizers()["optimizer"]
     batch = _images(batch_size, cfg.image_size, cfg.device, 2)
+    if channels_last:  # the stealer only: the frozen black box is the library's business
+        module.stealer.to(memory_format=torch.channels_last)
+        batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in batch.items()}
 
     def step() -> None:
         with quiet():
@@ -536,6 +564,8 @@ def enhance_step(cfg: BenchConfig, batch_size: int) -> tuple[Callable[[], None],
 
 def _row(name: str, cfg: BenchConfig, key: str, batch: int, timing: dict[str, Any], **extra: Any) -> dict:
     paper = PAPER_BATCHES[key]
+    peak = timing.get("peak_mem_mb")
+    per_image = peak / batch if peak is not None else None
     return {
         "name": name,
         "batch": batch,
@@ -545,6 +575,9 @@ def _row(name: str, cfg: BenchConfig, key: str, batch: int, timing: dict[str, An
         "step_s": timing["median_s"],
         "images_per_s": batch / timing["median_s"],
         **timing,
+        "peak_mem_mb_per_image": per_image,
+        # activations grow linearly with the batch: what the paper's batch would need
+        "est_peak_mem_mb_at_paper_batch": per_image * paper if per_image is not None else None,
         **extra,
     }
 
@@ -557,7 +590,7 @@ def bench_training(cfg: BenchConfig, budget: Budget) -> tuple[list[dict], dict]:
     for bf16 in dtypes:
         b = cfg.batches["phase1"]
         step, _ = phase1_step(cfg, b, bf16)
-        rows.append(_row("phase1" + ("_bf16" if bf16 else ""), cfg, "phase1", b, measure(step, cfg, budget, 0.12),
+        rows.append(_row("phase1" + ("_bf16" if bf16 else ""), cfg, "phase1", b, measure(step, cfg, budget, 0.15),
                          dtype="bf16-autocast" if bf16 else "fp32", includes_vgg=cfg.vgg))  # fmt: skip
         del step
         _collect(cfg)
@@ -576,13 +609,13 @@ def bench_training(cfg: BenchConfig, budget: Budget) -> tuple[list[dict], dict]:
 
     b = cfg.batches["steal"]
     step, _ = steal_step(cfg, b)
-    rows.append(_row("steal_unet", cfg, "steal", b, measure(step, cfg, budget, 0.2), dtype="fp32"))
+    rows.append(_row("steal_unet", cfg, "steal", b, measure(step, cfg, budget, 0.15), dtype="fp32"))
     del step
     _collect(cfg)
 
     b = cfg.batches["enhance"]
     step, info = enhance_step(cfg, b)
-    rows.append(_row("enhance", cfg, "enhance", b, measure(step, cfg, budget, 0.3), dtype="fp32",
+    rows.append(_row("enhance", cfg, "enhance", b, measure(step, cfg, budget, 0.35), dtype="fp32",
                      extractor_images_per_step=b * info["sources"]))  # fmt: skip
     del step, info
     _collect(cfg)
@@ -613,7 +646,8 @@ def bench_coupling(cfg: BenchConfig, budget: Budget) -> tuple[dict, list[dict]]:
     rec_ours.pop("outputs")
     rec_ref.pop("outputs")
 
-    repeats = budget.repeats(warm_ours + warm_ref, cfg.repeats, 0.35)
+    # at least one interleaved pair: this is the acceptance measurement
+    repeats = max(1, budget.repeats(warm_ours + warm_ref, cfg.repeats, 0.35))
     t_ours, t_ref, inn_ours, inn_ref, h_ours = [], [], [], [], []
     for _ in range(repeats):  # interleaved so that load changes hit both alike
         t_ours.append(_timed(ours, cfg.device))
@@ -623,8 +657,8 @@ def bench_coupling(cfg: BenchConfig, budget: Budget) -> tuple[dict, list[dict]]:
         inn_ref.append(rec_ref["inn_s"])
 
     def timing(times: list[float], warm: float, peak: float | None) -> dict[str, Any]:
-        return {"warmup_s": warm, "times_s": times, "median_s": statistics.median(times), "min_s": min(times),
-                "repeats": len(times), "peak_mem_mb": peak, "mem_kind": mem.kind}  # fmt: skip
+        return {"warmup_s": warm, "timed_from_warmup": False, "times_s": times, "median_s": statistics.median(times),
+                "min_s": min(times), "repeats": len(times), "peak_mem_mb": peak, "mem_kind": mem.kind}  # fmt: skip
 
     rows = [
         _row("phase2", cfg, "phase2", b, timing(t_ours, warm_ours, mem_ours), dtype="fp32",
@@ -641,6 +675,7 @@ def bench_coupling(cfg: BenchConfig, budget: Budget) -> tuple[dict, list[dict]]:
         "num_blocks": cfg.widths["num_blocks"],
         "growth": cfg.widths["growth"],
         "impl": module.inn.impl,
+        "impl_resolved": "split" if cfg.device == "cpu" else "concat",
         "ours_step_s": ours_s,
         "reference_step_s": ref_s,
         "ours_times_s": inn_ours,
@@ -648,6 +683,7 @@ def bench_coupling(cfg: BenchConfig, budget: Budget) -> tuple[dict, list[dict]]:
         "ours_images_per_s": b / ours_s,
         "reference_images_per_s": b / ref_s,
         "speedup": ratio,
+        "speedup_full_step": statistics.median(t_ref) / statistics.median(t_ours),
         "max_abs_diff": max_diff,
         "max_abs_diff_per_output": diffs,
         "required_speedup": 1.3 if cfg.device == "cpu" else 1.0,
@@ -690,7 +726,7 @@ def bench_inference(cfg: BenchConfig, budget: Budget, mode: str = "inference_mod
                 inn_c.put_off(masked, z=z)
 
         for name, fn in (("protect", protect), ("recover", recover)):
-            t = measure(fn, cfg, budget, 0.1)
+            t = measure(fn, cfg, budget, 0.15)
             rows.append(
                 {
                     "name": name,
@@ -794,82 +830,101 @@ def bench_data(cfg: BenchConfig, budget: Budget, root: Path | None = None) -> li
 
 
 # ------------------------------------------------------------------------------------------- ablations
+def measure_interleaved(
+    fns: dict[str, Callable[[], Any]], cfg: BenchConfig, budget: Budget, share: float
+) -> dict[str, dict[str, Any]]:
+    """Warm each variant up once, then time them round-robin so that load changes hit all alike."""
+    warm = {k: _timed(fn, cfg.device) for k, fn in fns.items()}
+    repeats = max(1, budget.repeats(sum(warm.values()), cfg.repeats, share))
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            times[k].append(_timed(fn, cfg.device))
+    return {
+        k: {"warmup_s": warm[k], "times_s": v, "median_s": statistics.median(v), "min_s": min(v), "repeats": len(v)}
+        for k, v in times.items()
+    }
+
+
 def bench_ablations(cfg: BenchConfig, budget: Budget) -> list[dict]:
-    """Before/after measurements of the candidate optimisations (see README's findings table)."""
+    """Before/after measurements of the candidate optimisations (see README's findings table).
+
+    Variants of one experiment are timed interleaved (round-robin) in the same process.
+    """
     rows: list[dict] = []
 
-    def add(name: str, variant: str, t: dict[str, Any], batch: int, **extra: Any) -> None:
-        rows.append({"name": name, "variant": variant, "batch": batch, "image_size": cfg.image_size,
-                     "images_per_s": batch / t["median_s"], **t, **extra})  # fmt: skip
+    def add(name: str, results: dict[str, dict[str, Any]], batch: int, **extra: Any) -> None:
+        base = next(iter(results.values()))["median_s"]
+        for variant, t in results.items():
+            rows.append({"name": name, "variant": variant, "batch": batch, "image_size": cfg.image_size,
+                         "images_per_s": batch / t["median_s"], "speedup_vs_first": base / t["median_s"],
+                         **t, **extra})  # fmt: skip
 
-    # 1. INN implementations: one coupling-network step (fwd 16 blocks + inverse 16 blocks + backward)
+    # 1. INN implementations in the phase-2 step: HiNet reference, our concat (NCHW), our split (channels-last)
     b = cfg.batches["phase2"]
     module = phase2_module(cfg)
     batch = _images(b, cfg.image_size, cfg.device, 0)
     reference = hinet_reference.from_invertible_mask_net(module.inn).train()
-    variants: list[tuple[str, torch.nn.Module, str | None]] = [
-        ("hinet_reference", reference, None),
-        ("ours_concat_nchw", module.inn, "concat"),
-        ("ours_split_channels_last", module.inn, "split"),
-    ]
-    for variant, net, impl in variants:
-        if impl is not None:
-            net.impl = impl
-        rec: dict[str, Any] = {}
-        step = phase2_step(module, net, batch, cfg, False, rec)
-        t = measure(step, cfg, budget, 0.08)
-        add("inn_impl", variant, t, b)
-    module.inn.impl = "auto"
-    del module, reference, step
+    concat = InvertibleMaskNet(**_configs(cfg)["inn"], impl="concat").to(cfg.device).train()
+    concat.load_state_dict(module.inn.state_dict())
+    split = InvertibleMaskNet(**_configs(cfg)["inn"], impl="split").to(cfg.device).train()
+    split.load_state_dict(module.inn.state_dict())
+    recs: dict[str, dict[str, Any]] = {"hinet_reference": {}, "ours_concat_nchw": {}, "ours_split_channels_last": {}}
+    nets = dict(zip(recs, (reference, concat, split)))
+    steps = {k: phase2_step(module, nets[k], batch, cfg, False, recs[k]) for k in recs}
+    add("phase2_inn_impl", measure_interleaved(steps, cfg, budget, 0.2), b)
+    del module, reference, concat, split, nets, steps
     _collect(cfg)
 
-    # 2. channels_last for the CNNs (phase-1 step, stealer step)
-    for variant in ("contiguous", "channels_last"):
-        step, info = phase1_step(cfg, cfg.batches["phase1"])
-        if variant == "channels_last":
-            info["module"].to(memory_format=torch.channels_last)
-        add("phase1_memory_format", variant, measure(step, cfg, budget, 0.08), cfg.batches["phase1"])
-        del step, info
-        _collect(cfg)
-    for variant in ("contiguous", "channels_last"):
-        step, info = steal_step(cfg, cfg.batches["steal"])
-        if variant == "channels_last":
-            info["module"].stealer.to(memory_format=torch.channels_last)
-        add("steal_memory_format", variant, measure(step, cfg, budget, 0.08), cfg.batches["steal"])
-        del step, info
-        _collect(cfg)
+    # 2. channels_last for the CNNs (phase-1 step; the stealer's step)
+    b = cfg.batches["phase1"]
+    steps = {v: phase1_step(cfg, b, channels_last=v == "channels_last")[0] for v in ("contiguous", "channels_last")}
+    add("phase1_memory_format", measure_interleaved(steps, cfg, budget, 0.25), b)
+    b = cfg.batches["steal"]
+    steps = {v: steal_step(cfg, b, channels_last=v == "channels_last")[0] for v in ("contiguous", "channels_last")}
+    add("steal_memory_format", measure_interleaved(steps, cfg, budget, 0.2), b)
+    del steps
+    _collect(cfg)
 
-    # 3. inference_mode vs no_grad (protect + recover, small batch)
-    for mode in ("no_grad", "inference_mode"):
-        small = replace(cfg, batches={**cfg.batches, "infer_large": cfg.batches["infer_small"]})
-        for row in bench_inference(small, budget, mode)[:2]:
-            rows.append({**row, "name": "inference_" + row["name"], "variant": mode})
+    # 3. no_grad vs inference_mode (protect = H + put_on, small batch)
+    embedder, inn, watermark = inference_nets(cfg)
+    b = cfg.batches["infer_small"]
+    x = _images(b, cfg.image_size, cfg.device, 5)
 
-    # 4. torch.compile of the INN's dense blocks (inference put_on, small batch): compile time, steady state
-    x = _images(cfg.batches["infer_small"], cfg.image_size, cfg.device, 5)
-    for variant in ("eager", "compiled"):
-        _, inn, _ = inference_nets(cfg)
-        if variant == "compiled":
-            compile_networks(inn)
+    def protect(ctx: Callable[[], Any]) -> Callable[[], None]:
+        def fn() -> None:
+            with ctx():
+                inn.put_on(x["protected"], embedder(x["mask"], watermark))
 
-        def put_on(inn: torch.nn.Module = inn) -> None:
+        return fn
+
+    modes = {"no_grad": protect(torch.no_grad), "inference_mode": protect(torch.inference_mode)}
+    add("protect_grad_mode", measure_interleaved(modes, cfg, budget, 0.1), b)
+
+    # 4. torch.compile of the INN's dense blocks (put_on under inference_mode): compile time, steady state
+    compiled = InvertibleMaskNet(**_configs(cfg)["inn"]).to(cfg.device).eval()
+    compiled.load_state_dict(inn.state_dict())
+    compile_networks(compiled)
+
+    def put_on(net: torch.nn.Module) -> Callable[[], None]:
+        def fn() -> None:
             with torch.inference_mode():
-                inn.put_on(x["protected"], x["mask"])
+                net.put_on(x["protected"], x["mask"])
 
-        try:
-            t = measure(put_on, cfg, budget, 0.1)
-            add("inn_put_on_compile", variant, t, cfg.batches["infer_small"], compile_s=t["warmup_s"])
-        except Exception as err:  # a missing compiler must not sink the benchmark
-            rows.append({"name": "inn_put_on_compile", "variant": variant, "error": f"{type(err).__name__}: {err}"})
-        del inn
-        _collect(cfg)
+        return fn
 
-    # 5. data loading: workers 0 vs configured
+    try:
+        result = measure_interleaved({"eager": put_on(inn), "compiled": put_on(compiled)}, cfg, budget, 0.15)
+        add("put_on_torch_compile", result, b, note="compiled warmup_s includes compilation")
+    except Exception as err:  # a missing compiler must not sink the benchmark
+        rows.append({"name": "put_on_torch_compile", "variant": "compiled", "error": f"{type(err).__name__}: {err}"})
+    # 5. data loading: no workers vs the configured workers (synthetic source)
     for workers in sorted({0, cfg.workers}):
         dm = FaceSwapDataModule(image_size=cfg.image_size, batch_size=cfg.batches["data"], num_workers=workers,
                                 synthetic_sizes=(10**6, 4, 4), seed=0)  # fmt: skip
         r = loader_throughput(dm, cfg.data_seconds, 20 * cfg.batches["data"])
-        rows.append({"name": "data_synthetic_workers", "variant": f"workers={workers}", **r})
+        rows.append({"name": "data_synthetic_workers", "variant": f"workers={workers}", "batch": cfg.batches["data"],
+                     "median_s": r["seconds"], **r})  # fmt: skip
     return rows
 
 
@@ -907,7 +962,7 @@ def run(
 
     Args:
         cfg: the configuration (:func:`make_config`).
-        sections: any of ``training``, ``inference``, ``data`` (``ablations`` follow ``cfg.ablations``).
+        sections: any of ``training``, ``inference``, ``data``, ``ablations`` (also on with ``cfg.ablations``).
         data_root: where to write the fake datasets (default: a temporary folder, removed after).
 
     Returns:
@@ -942,7 +997,7 @@ def run(
         row["phase2_images_per_s"] = phase2["images_per_s"] if phase2 else None
         row["ratio_to_phase2"] = row["images_per_s"] / phase2["images_per_s"] if phase2 else None
         row["ratio_ok"] = None if phase2 is None else row["ratio_to_phase2"] >= 3.0
-    if cfg.ablations:
+    if cfg.ablations or "ablations" in sections:
         results["ablations"] = bench_ablations(cfg, Budget(cfg.budget_s))
     coupling = results["coupling"]
     results["checks"] = {
@@ -1003,9 +1058,9 @@ def format_table(results: dict) -> str:
     if results["training"]:
         out += ["", "Training: one optimisation step (median of timed steps after warm-up)"]
         out.append(_table(
-            ["phase", "batch", "paper", "step s", "img/s", "peak MB", "repeats", "note"],
+            ["phase", "batch", "paper", "step s", "img/s", "peak MB", "MB at paper batch", "repeats", "note"],
             [[r["name"], r["batch"], r["paper_batch"], r["step_s"], r["images_per_s"], r["peak_mem_mb"],
-              r["repeats"], r["batch_note"]] for r in results["training"]],
+              r.get("est_peak_mem_mb_at_paper_batch"), r["repeats"], r["batch_note"]] for r in results["training"]],
         ))  # fmt: skip
     c = results.get("coupling")
     if c:
@@ -1034,9 +1089,9 @@ def format_table(results: dict) -> str:
     if results.get("ablations"):
         out += ["", "Ablations (before/after)"]
         out.append(_table(
-            ["experiment", "variant", "batch", "median s", "img/s", "warm-up s"],
-            [[r["name"], r["variant"], r.get("batch"), r.get("median_s", r.get("seconds")), r.get("images_per_s"),
-              r.get("warmup_s", r.get("startup_s"))] for r in results["ablations"]],
+            ["experiment", "variant", "batch", "median s", "img/s", "speed-up", "warm-up s"],
+            [[r["name"], r["variant"], r.get("batch"), r.get("median_s"), r.get("images_per_s"),
+              r.get("speedup_vs_first"), r.get("warmup_s", r.get("startup_s"))] for r in results["ablations"]],
         ))  # fmt: skip
     out += ["", f"elapsed {results['elapsed_s']:.0f} s"]
     return "\n".join(out)

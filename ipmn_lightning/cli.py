@@ -44,7 +44,10 @@ tools:
 
 
 class IPMNCLI(LightningCLI):
-    """LightningCLI with the image size shared between the data module and the phase module."""
+    """LightningCLI with the image size shared between the data module and the phase module.
+
+    A ``WandbLogger`` without a ``name`` gets the phase's name (``watermark_pretrain``, ...) except in sweeps.
+    """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Link ``data.image_size`` to every phase's ``image_size``."""
@@ -69,7 +72,7 @@ class IPMNCLI(LightningCLI):
 
 def build_cli(args: Sequence[str] | None = None, run: bool = True) -> IPMNCLI:
     """Build (and by default run) the training CLI; ``args=None`` reads ``sys.argv``."""
-    from .callbacks import IPMNSaveConfigCallback, ResumeRandomState
+    from .callbacks import ExactResume, IPMNSaveConfigCallback
     from .data.datamodule import FaceSwapDataModule
     from .modules import IPMNModule
 
@@ -82,7 +85,7 @@ def build_cli(args: Sequence[str] | None = None, run: bool = True) -> IPMNCLI:
         save_config_callback=IPMNSaveConfigCallback,
         save_config_kwargs={"overwrite": True},
         # appended to the configured callbacks: per-rank seeds under DDP, random state in checkpoints
-        trainer_defaults={"callbacks": [ResumeRandomState()]},
+        trainer_defaults={"callbacks": [ExactResume()]},
         args=list(args) if args is not None else None,
         run=run,
     )
