@@ -58,8 +58,7 @@ def discriminator_loss(real_scores: Tensor, fake_scores: Tensor, mode: GanMode =
     if mode == "lsgan":
         return 0.5 * (F.mse_loss(real_scores, ones) + F.mse_loss(fake_scores, zeros))
     return 0.5 * (
-        F.binary_cross_entropy_with_logits(real_scores, ones)
-        + F.binary_cross_entropy_with_logits(fake_scores, zeros)
+        F.binary_cross_entropy_with_logits(real_scores, ones) + F.binary_cross_entropy_with_logits(fake_scores, zeros)
     )
 
 
@@ -194,9 +193,7 @@ def privacy_loss(
     low = protected.new_zeros(())
     if lambda_low > 0:
         if masked_face_ll is None or watermarked_mask_ll is None:
-            raise ValueError(
-                "lambda_low > 0 needs the LL subbands of the masked face and the watermarked mask"
-            )
+            raise ValueError("lambda_low > 0 needs the LL subbands of the masked face and the watermarked mask")
         low = sum_mse(masked_face_ll, watermarked_mask_ll)
         total = total + lambda_low * low
     return {"recover": recover, "guide": guide, "distortion": distortion, "low": low, "fp": total}

@@ -183,9 +183,7 @@ class ImagePairMetrics(torch.nn.Module):
                     metrics[f"psnr{channel}_{pair}{suffix}"] = PeakSignalNoiseRatio(
                         data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3)
                     )
-                    metrics[f"ssim{channel}_{pair}{suffix}"] = StructuralSimilarityIndexMeasure(
-                        data_range=1.0
-                    )
+                    metrics[f"ssim{channel}_{pair}{suffix}"] = StructuralSimilarityIndexMeasure(data_range=1.0)
                 if self._lpips:
                     metrics[f"lpips_{pair}{suffix}"] = MeanMetric()
         self.metrics = torch.nn.ModuleDict(metrics)
@@ -204,9 +202,7 @@ class ImagePairMetrics(torch.nn.Module):
                 self.metrics[f"ssim{channel}_{pair}{suffix}"].update(est, ref)
             if self._lpips:
                 net = self._lpips[0].to(reference.device)
-                self.metrics[f"lpips_{pair}{suffix}"].update(
-                    net(estimate, reference, normalize=True).flatten()
-                )
+                self.metrics[f"lpips_{pair}{suffix}"].update(net(estimate, reference, normalize=True).flatten())
 
     def items(self) -> list[tuple[str, Metric]]:
         """(full metric name, metric) pairs, for ``LightningModule.log``."""

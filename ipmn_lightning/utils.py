@@ -58,9 +58,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}"
-    )
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}")
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -103,9 +101,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "
     return atomic_write_bytes(path, text.encode(encoding))
 
 
-def atomic_save_image(
-    path: str | os.PathLike[str], image: torch.Tensor | Image.Image, **save_kwargs: object
-) -> Path:
+def atomic_save_image(path: str | os.PathLike[str], image: torch.Tensor | Image.Image, **save_kwargs: object) -> Path:
     """Save an image atomically; the format follows the suffix (use ``.png`` for lossless).
 
     Args:

@@ -23,9 +23,7 @@ TINY_PHASE2 = dict(num_blocks=2, growth=4, lpips_net=None)
 
 
 def tiny_data(size: int = SIZE, batch_size: int = 4) -> FaceSwapDataModule:
-    return FaceSwapDataModule(
-        image_size=size, batch_size=batch_size, num_workers=0, synthetic_sizes=(8, 4, 4), seed=0
-    )
+    return FaceSwapDataModule(image_size=size, batch_size=batch_size, num_workers=0, synthetic_sizes=(8, 4, 4), seed=0)
 
 
 def tiny_trainer(**kwargs: object) -> pl.Trainer:
@@ -55,16 +53,12 @@ def make_checkpoints(folder: Path, size: int = SIZE) -> dict[str, Path]:
         size,
     )
     steal = train_and_save(
-        StealingAttackModule(
-            image_size=size, phase1_ckpt=str(p1), phase2_ckpt=str(p2), stealer="cnet", ngf=4
-        ),
+        StealingAttackModule(image_size=size, phase1_ckpt=str(p1), phase2_ckpt=str(p2), stealer="cnet", ngf=4),
         folder / "stealer.ckpt",
         size,
     )
     enhance = train_and_save(
-        ExtractorEnhanceModule(
-            image_size=size, phase1_ckpt=str(p1), phase2_ckpt=str(p2), stealer_ckpt=[str(steal)]
-        ),
+        ExtractorEnhanceModule(image_size=size, phase1_ckpt=str(p1), phase2_ckpt=str(p2), stealer_ckpt=[str(steal)]),
         folder / "enhance.ckpt",
         size,
     )

@@ -93,9 +93,7 @@ def read_celeba_splits(root: str | os.PathLike[str]) -> dict[str, list[str]]:
                 "(expected 0 = train, 1 = val or 2 = test)."
             )
         if name in seen:
-            raise DatasetLayoutError(
-                f"{path} line {line_no}: {name} is listed again (first on line {seen[name]})."
-            )
+            raise DatasetLayoutError(f"{path} line {line_no}: {name} is listed again (first on line {seen[name]}).")
         seen[name] = line_no
         splits[split].append(name)
     if not seen:
@@ -129,9 +127,7 @@ def read_celeba_identities(root: str | os.PathLike[str]) -> dict[str, int] | Non
                 f"{path} line {line_no}: identity {value!r} of {name} is not an integer."
             ) from None
         if name in identities:
-            raise DatasetLayoutError(
-                f"{path} line {line_no}: {name} is listed again (first on line {lines[name]})."
-            )
+            raise DatasetLayoutError(f"{path} line {line_no}: {name} is listed again (first on line {lines[name]}).")
         identities[name] = identity
         lines[name] = line_no
     return identities
@@ -160,9 +156,7 @@ def _read_partition_csv(path: Path) -> list[tuple[int, str, str]]:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None or [h.strip() for h in header] != ["image_id", "partition"]:
-            raise DatasetLayoutError(
-                f"{path} line 1: expected the header 'image_id,partition', got {header!r}."
-            )
+            raise DatasetLayoutError(f"{path} line 1: expected the header 'image_id,partition', got {header!r}.")
         for row in reader:
             if not row or all(not cell.strip() for cell in row):
                 continue

@@ -68,9 +68,7 @@ class FaceSwapDataModule(pl.LightningDataModule):
         self.source = source
         self.root = Path(root).expanduser() if root else None
         self.mask_store = (
-            Path(mask_store).expanduser()
-            if mask_store
-            else (self.root / "masks_store" if self.root else None)
+            Path(mask_store).expanduser() if mask_store else (self.root / "masks_store" if self.root else None)
         )
         self.image_size = image_size
         self.batch_size = batch_size

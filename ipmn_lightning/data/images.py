@@ -127,9 +127,7 @@ def load_image(
     return pil_to_tensor(out)
 
 
-def _crop_resize(
-    img: Image.Image, size: int, crop: str, full_size: tuple[int, int], scale: float
-) -> Image.Image:
+def _crop_resize(img: Image.Image, size: int, crop: str, full_size: tuple[int, int], scale: float) -> Image.Image:
     """Crop and resize ``img``, a decode of a ``full_size`` image reduced by ``scale`` (1 = full)."""
     full_w, full_h = full_size
     if crop == "center":

@@ -164,9 +164,7 @@ def make_pairs(
         raise ValueError(f"make_pairs: unknown split name(s) {unknown}; use {list(SPLITS)}.")
     mask_dir = mask_dir.strip("/")
     if PurePosixPath(mask_dir).is_absolute() or ".." in PurePosixPath(mask_dir).parts:
-        raise ValueError(
-            f"make_pairs: mask_dir must be a relative folder inside the store, got {mask_dir!r}."
-        )
+        raise ValueError(f"make_pairs: mask_dir must be a relative folder inside the store, got {mask_dir!r}.")
     records: list[PairRecord] = []
     owner: dict[str, str] = {}
     seen: dict[str, str] = {}
@@ -297,16 +295,12 @@ def _parse_pairs(path: Path) -> tuple[list[PairRecord], list[int], list[str]]:
         if not row or all(not cell.strip() for cell in row):
             continue
         if len(row) != len(PAIRS_HEADER):
-            problems.append(
-                f"{path} line {line}: expected 4 fields ({','.join(PAIRS_HEADER)}), got {len(row)}"
-            )
+            problems.append(f"{path} line {line}: expected 4 fields ({','.join(PAIRS_HEADER)}), got {len(row)}")
             continue
         split, protected, replacement, mask = (cell.strip() for cell in row)
         bad = False
         if split not in SPLITS:
-            problems.append(
-                f"{path} line {line}: unknown split {split!r} (expected one of {', '.join(SPLITS)})"
-            )
+            problems.append(f"{path} line {line}: unknown split {split!r} (expected one of {', '.join(SPLITS)})")
             bad = True
         for field, value in (("protected", protected), ("replacement", replacement), ("mask", mask)):
             if not value:
@@ -333,9 +327,7 @@ def _structure_problems(records: Sequence[PairRecord], lines: Sequence[int], whe
     mask_owner: dict[str, int] = {}
     for r, line in zip(records, lines):
         if r.split not in SPLITS:
-            problems.append(
-                f"{where} line {line}: unknown split {r.split!r} (expected one of {', '.join(SPLITS)})"
-            )
+            problems.append(f"{where} line {line}: unknown split {r.split!r} (expected one of {', '.join(SPLITS)})")
         if r in first_row:
             problems.append(f"{where} line {line}: duplicate row (same as line {first_row[r]})")
             continue
@@ -359,9 +351,7 @@ def _structure_problems(records: Sequence[PairRecord], lines: Sequence[int], whe
         else:
             protected_split[r.protected] = (r.split, line)
         if r.mask in mask_owner:
-            problems.append(
-                f"{where} line {line}: mask {r.mask} is also the mask of line {mask_owner[r.mask]}"
-            )
+            problems.append(f"{where} line {line}: mask {r.mask} is also the mask of line {mask_owner[r.mask]}")
         else:
             mask_owner[r.mask] = line
     return problems
@@ -438,10 +428,7 @@ def check_store(
     if not csv_path.is_file():
         return [_missing_pairs_message(csv_path)]
     if not image_root.is_dir():
-        return [
-            f"image folder {image_root} does not exist "
-            f"(pass the folder the paths in {csv_path} are relative to)"
-        ]
+        return [f"image folder {image_root} does not exist (pass the folder the paths in {csv_path} are relative to)"]
     records, lines, problems = _parse_pairs(csv_path)
     if problems and not records:
         return problems

@@ -277,9 +277,7 @@ def sample_identity(rng: np.random.Generator) -> FaceIdentity:
         # Dark skin with very light brows reads as a missing brow.
         brow = _mix(brow, (0.06, 0.05, 0.04), 0.6)
     if rng.random() < 0.15:
-        lip = _jitter(
-            rng, ((0.72, 0.08, 0.16), (0.55, 0.12, 0.35), (0.85, 0.35, 0.40))[int(rng.integers(3))], 0.05
-        )
+        lip = _jitter(rng, ((0.72, 0.08, 0.16), (0.55, 0.12, 0.35), (0.85, 0.35, 0.40))[int(rng.integers(3))], 0.05)
     else:
         lip = _mix(
             (skin[0] * 0.8, skin[1] * 0.62, skin[2] * 0.62),
@@ -423,9 +421,7 @@ class _Canvas:
     def __init__(self, size: int, scene: FaceScene) -> None:
         self.size = size
         self.px = 2.0 / size
-        self.coords = ((np.arange(size, dtype=np.float32) + 0.5) * np.float32(self.px) - 1.0).astype(
-            np.float32
-        )
+        self.coords = ((np.arange(size, dtype=np.float32) + 0.5) * np.float32(self.px) - 1.0).astype(np.float32)
         self.img = np.empty((3, size, size), dtype=np.float32)
         self.cx, self.cy, self.s = scene.head_x, scene.head_y, scene.head_scale
         self.cos, self.sin = math.cos(scene.head_tilt), math.sin(scene.head_tilt)
@@ -506,9 +502,7 @@ def _rounded_box_sd(u: np.ndarray, v: np.ndarray, hw: float, hh: float, r: float
     return out
 
 
-def _hair_texture(
-    u: np.ndarray, v: np.ndarray, color: np.ndarray, light: tuple[float, float, float]
-) -> np.ndarray:
+def _hair_texture(u: np.ndarray, v: np.ndarray, color: np.ndarray, light: tuple[float, float, float]) -> np.ndarray:
     """Hair colour per pixel: faint wavy strands plus the same directional light as the face."""
     lx, ly, k = light
     # Strands fan out from a point above the crown, with a gentle wave.
@@ -517,9 +511,7 @@ def _hair_texture(
     return color * mult
 
 
-def _draw_hair_back(
-    cv: _Canvas, ident: FaceIdentity, sc: FaceScene, light: tuple[float, float, float]
-) -> None:
+def _draw_hair_back(cv: _Canvas, ident: FaceIdentity, sc: FaceScene, light: tuple[float, float, float]) -> None:
     style = sc.hair_style
     w, h = ident.face_width, ident.face_height
     vol = sc.hair_volume
@@ -588,9 +580,7 @@ def _draw_neck_and_clothes(cv: _Canvas, ident: FaceIdentity, sc: FaceScene) -> N
         sd = np.maximum(sd, -cut)
     elif sc.neckline == "v":
         depth = 0.22
-        cut = np.maximum(
-            np.abs(x - neck_x) * (depth / (nw * 1.6)) + (y - shoulder_top) - depth, shoulder_top - y
-        )
+        cut = np.maximum(np.abs(x - neck_x) * (depth / (nw * 1.6)) + (y - shoulder_top) - depth, shoulder_top - y)
         sd = np.maximum(sd, -cut * 0.7)
     else:  # turtleneck: the top also covers the lower neck
         collar = np.maximum(np.abs(x - neck_x) - nw * 1.12, shoulder_top - 0.1 - y)
@@ -663,9 +653,7 @@ def _draw_eyes(cv: _Canvas, ident: FaceIdentity, sc: FaceScene) -> None:
     lid = np.maximum(np.abs(ev - top) - lw, np.abs(eu) - a * 1.05)
     cv.paint(sl, _cov(lid, aa), dark)
     # Lid crease above the eye.
-    crease = np.maximum(
-        np.abs(ev - (top * 1.1 - 0.045 - 0.25 * a * (1 - sc.eyes_open))) - 0.006, np.abs(eu) - a * 0.8
-    )
+    crease = np.maximum(np.abs(ev - (top * 1.1 - 0.045 - 0.25 * a * (1 - sc.eyes_open))) - 0.006, np.abs(eu) - a * 0.8)
     cv.paint(sl, _cov(crease, aa) * 0.35, _col(ident.skin, 0.6))
 
 
@@ -698,9 +686,7 @@ def _draw_nose(cv: _Canvas, ident: FaceIdentity, light: tuple[float, float, floa
     side = -1.0 if lx > 0 else 1.0  # the bridge's shadow falls away from the light
     # Bridge shadow: a soft band along one side, widening towards the tip.
     t = np.clip((v - top) * (1.0 / (tip - top)), 0.0, 1.0)
-    bridge = np.maximum(
-        np.abs(u - side * nw * (0.3 + 0.45 * t)) - 0.012 * (0.5 + t), np.maximum(top - v, v - tip)
-    )
+    bridge = np.maximum(np.abs(u - side * nw * (0.3 + 0.45 * t)) - 0.012 * (0.5 + t), np.maximum(top - v, v - tip))
     cv.paint(sl, _cov(bridge, aa * 3.0) * 0.4, _col(skin, 0.62))
     # Tip highlight.
     hl = np.sqrt((u * (1.0 / (0.55 * nw))) ** 2 + ((v - tip + 0.04) * (1.0 / (0.45 * nw))) ** 2) - 1.0
@@ -734,9 +720,7 @@ def _draw_mouth(cv: _Canvas, ident: FaceIdentity, sc: FaceScene) -> None:
     upper_edge = mid - g - ident.upper_lip * np.sqrt(t) * (1.0 - 0.25 * np.exp(-((un * 6.0) ** 2)))
     lower_edge = mid + g + ident.lower_lip * t**0.7
     lips = np.maximum(np.maximum(upper_edge - v, v - lower_edge), np.abs(u) - mw)
-    lip_rgb = _col(ident.lip_color) * (
-        1.0 + 0.12 * np.clip((v - mid) * (1.0 / max(ident.lower_lip, 1e-3)), -1, 1)
-    )
+    lip_rgb = _col(ident.lip_color) * (1.0 + 0.12 * np.clip((v - mid) * (1.0 / max(ident.lower_lip, 1e-3)), -1, 1))
     cv.paint(sl, _cov(lips, aa), lip_rgb)
     if gap > 0:
         inner = np.maximum(np.maximum(mid - g - v, v - mid - g), np.abs(u) - mw * 0.92)
@@ -762,9 +746,7 @@ def _draw_blush(cv: _Canvas, ident: FaceIdentity) -> None:
     cv.paint(sl, np.clip(1.0 - k, 0.0, 1.0) * ident.blush, _col((0.95, 0.35, 0.40)))
 
 
-def _draw_hair_front(
-    cv: _Canvas, ident: FaceIdentity, sc: FaceScene, light: tuple[float, float, float]
-) -> None:
+def _draw_hair_front(cv: _Canvas, ident: FaceIdentity, sc: FaceScene, light: tuple[float, float, float]) -> None:
     style = sc.hair_style
     if style == "bald":
         return
@@ -803,11 +785,7 @@ def _draw_hair_front(
         edge = hl + 0.5 * h * pu * pu + 0.6 * h * np.clip(np.abs(un) - 0.8, 0.0, 1.0) * 6.0
     else:
         # Hairline receding towards the temples, then sideburns down to the ears.
-        edge = (
-            hl
-            + 0.2 * h * np.abs((u - part) * (1.0 / w))
-            + 0.5 * h * np.clip(np.abs(un) - 0.7, 0.0, 1.0) * 3.0
-        )
+        edge = hl + 0.2 * h * np.abs((u - part) * (1.0 / w)) + 0.5 * h * np.clip(np.abs(un) - 0.7, 0.0, 1.0) * 3.0
     sd = np.maximum(env, v - edge)
     alpha = _cov(sd, aa)
     if style == "buzz":
@@ -829,9 +807,7 @@ def _shade_head(cv: _Canvas, ident: FaceIdentity, light: tuple[float, float, flo
     lx, ly, k = light
     sd = _face_sd(u, v, ident)
     mask = _cov(sd, cv.aa)
-    shade = (
-        1.0 + k * (u * (lx / w) + v * (ly / h)) - 0.22 * np.clip(sd * (1.0 / (0.25 * w)) + 1.0, 0.0, 1.0) ** 2
-    )
+    shade = 1.0 + k * (u * (lx / w) + v * (ly / h)) - 0.22 * np.clip(sd * (1.0 / (0.25 * w)) + 1.0, 0.0, 1.0) ** 2
     view = cv.img[:, sl[0], sl[1]]
     view *= 1.0 + mask * (shade - 1.0)
 

@@ -26,9 +26,7 @@ _PETALS = 8
 
 
 def _palette(n: int, offset: float, sat: float, val: float) -> np.ndarray:
-    return np.array(
-        [colorsys.hsv_to_rgb((offset + i / n) % 1.0, sat, val) for i in range(n)], dtype=np.float64
-    )
+    return np.array([colorsys.hsv_to_rgb((offset + i / n) % 1.0, sat, val) for i in range(n)], dtype=np.float64)
 
 
 def default_watermark(image_size: int = 256) -> torch.Tensor:
@@ -126,9 +124,7 @@ def load_watermark(path: str | os.PathLike, image_size: int) -> torch.Tensor:
     if int(image_size) != image_size or image_size < 1:
         raise ValueError(f"image_size must be a positive integer, got {image_size!r} (loading {p})")
     if not p.is_file():
-        raise FileNotFoundError(
-            f"watermark image {p} does not exist (or is not a file); pass the path of a PNG/JPEG"
-        )
+        raise FileNotFoundError(f"watermark image {p} does not exist (or is not a file); pass the path of a PNG/JPEG")
     try:
         with Image.open(p) as im:
             im.load()

@@ -41,10 +41,8 @@ def load_phase_checkpoint(path: str | os.PathLike, argument: str, expected_phase
         raise CheckpointError(f"{argument}: no checkpoint at {file}; pass the .ckpt written by that phase's `ipmn fit`")
     try:
         checkpoint = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise CheckpointError(
-            f"{argument}: {file} is not a readable checkpoint ({type(err).__name__}: {err})"
-        ) from err
+    except Exception as err:
+        raise CheckpointError(f"{argument}: {file} is not a readable checkpoint ({type(err).__name__}: {err})") from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{argument}: {file} is not a Lightning checkpoint (no state_dict)")
     phase = checkpoint.get(PHASE_KEY)
@@ -65,7 +63,8 @@ def load_submodule(module: nn.Module, state_dict: dict[str, Tensor], prefix: str
         module.load_state_dict(sub)
     except RuntimeError as err:
         raise CheckpointError(
-            f"{source}: the {prefix!r} weights do not fit this network (were the architecture arguments changed?): {err}"
+            f"{source}: the {prefix!r} weights do not fit this network "
+            f"(were the architecture arguments changed?): {err}"
         ) from err
 
 

@@ -110,7 +110,9 @@ class WatermarkPretrainModule(IPMNModule):
         super().__init__(image_size)
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.embedder = init_normal_(WatermarkEmbedder(image_size=image_size, ngf=ngf, num_downs=num_downs, residual=residual_embedder))
+        self.embedder = init_normal_(
+            WatermarkEmbedder(image_size=image_size, ngf=ngf, num_downs=num_downs, residual=residual_embedder)
+        )
         self.extractor = init_normal_(
             WatermarkExtractor(channels=extractor_channels, dilations=tuple(extractor_dilations))
         )
@@ -126,7 +128,8 @@ class WatermarkPretrainModule(IPMNModule):
         if nc_blank >= nc_threshold:
             self.warn_once(
                 f"NC between the blank image and the watermark {watermark_path} is {nc_blank:.3f} >= {nc_threshold}: "
-                "a clean output would count as a successful extraction; use a watermark with darker or more varied colours"
+                "a clean output would count as a successful extraction; "
+                "use a watermark with darker or more varied colours"
             )
         self.register_buffer("watermark", watermark)
         self.register_buffer("blank", torch.full_like(watermark, blank_value))
@@ -231,7 +234,9 @@ class WatermarkPretrainModule(IPMNModule):
         if mask.shape[0] == 0:
             return
         losses = self.ip_losses(mask, watermarked_mask)
-        loss_d = discriminator_loss(self.discriminator(mask), self.discriminator(watermarked_mask), self.hparams.gan_mode)
+        loss_d = discriminator_loss(
+            self.discriminator(mask), self.discriminator(watermarked_mask), self.hparams.gan_mode
+        )
         size = mask.shape[0]
         self.log(f"{stage}/loss", losses["ip"], sync_dist=True, batch_size=size, prog_bar=stage == "val")
         self.log(f"{stage}/loss_d", loss_d, sync_dist=True, batch_size=size)

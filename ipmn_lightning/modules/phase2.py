@@ -187,9 +187,7 @@ class InvertibleMaskModule(IPMNModule):
         if skip is None:
             opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
-            grads_finite = all(
-                torch.isfinite(p.grad).all() for p in self.inn.parameters() if p.grad is not None
-            )
+            grads_finite = all(torch.isfinite(p.grad).all() for p in self.inn.parameters() if p.grad is not None)
             if grads_finite:
                 self.clip_gradients(opt, self.hparams.gradient_clip_val, "norm")
                 opt.step()

@@ -77,7 +77,9 @@ class StealingAttackModule(IPMNModule):
         """Load the black box from ``phase2_ckpt`` and R from ``phase1_ckpt``."""
         for argument in ("phase1_ckpt", "phase2_ckpt"):
             if getattr(self, argument) is None:
-                raise ValueError(f"StealingAttackModule needs model.init_args.{argument} (the {argument[:6]} checkpoint)")
+                raise ValueError(
+                    f"StealingAttackModule needs model.init_args.{argument} (the {argument[:6]} checkpoint)"
+                )
         configs1, state1 = load_phase1(self.phase1_ckpt)
         configs2, state2 = load_phase2(self.phase2_ckpt)
         check_image_size(configs2["embedder"]["image_size"], self.image_size, "phase2_ckpt")
@@ -112,7 +114,9 @@ class StealingAttackModule(IPMNModule):
         opt = torch.optim.Adam(self.stealer.parameters(), lr=hp.lr, betas=tuple(hp.betas))
         if hp.lr_schedule == "constant":
             return {"optimizer": opt}
-        total = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 2 * hp.decay_epochs
+        total = (
+            self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 2 * hp.decay_epochs
+        )
         constant = max(total - hp.decay_epochs, 0)
         scheduler: LRScheduler = SequentialLR(
             opt,
@@ -126,7 +130,9 @@ class StealingAttackModule(IPMNModule):
         target = self.query_black_box(batch["protected"], batch["mask"])
         stolen = self.stealer(batch["protected"], batch["replacement"])
         psnr, nc, sr_e = (
-            (self.val_psnr, self.val_nc, self.val_sr_e) if stage == "val" else (self.test_psnr, self.test_nc, self.test_sr_e)
+            (self.val_psnr, self.val_nc, self.val_sr_e)
+            if stage == "val"
+            else (self.test_psnr, self.test_nc, self.test_sr_e)
         )
         extracted = self.extractor(stolen)
         psnr.update(stolen, target)

@@ -63,11 +63,7 @@ class WatermarkEmbedder(nn.Module):
         if watermark.dim() == 3:
             # expand is a view: the shared watermark is not copied per sample
             watermark = watermark.unsqueeze(0).expand(mask.shape[0], -1, -1, -1)
-        if (
-            watermark.dim() != 4
-            or watermark.shape[0] != mask.shape[0]
-            or watermark.shape[2:] != mask.shape[2:]
-        ):
+        if watermark.dim() != 4 or watermark.shape[0] != mask.shape[0] or watermark.shape[2:] != mask.shape[2:]:
             raise ValueError(
                 f"watermark {tuple(watermark.shape)} does not match mask {tuple(mask.shape)}: expected "
                 "(3, H, W) or (B, 3, H, W) with the mask's H and W; resize the watermark to the image size"

@@ -86,12 +86,8 @@ class WatermarkExtractor(nn.Module):
             (B, out_channels, H, W) float >= 0, the extracted watermark (or blank).
         """
         if image.dim() != 4 or image.shape[1] != self.in_channels:
-            raise ValueError(
-                f"WatermarkExtractor expects (B, {self.in_channels}, H, W), got {tuple(image.shape)}"
-            )
+            raise ValueError(f"WatermarkExtractor expects (B, {self.in_channels}, H, W), got {tuple(image.shape)}")
         h, w = image.shape[-2:]
         if h % 2 or w % 2:
-            raise ValueError(
-                f"WatermarkExtractor needs even H and W (one stride-2 level), got {h}x{w}; resize or crop"
-            )
+            raise ValueError(f"WatermarkExtractor needs even H and W (one stride-2 level), got {h}x{w}; resize or crop")
         return self.tail(self.blocks(self.head(image)))

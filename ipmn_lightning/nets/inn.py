@@ -316,9 +316,7 @@ class InvertibleMaskNet(nn.Module):
             return tuple(x.contiguous(memory_format=torch.channels_last) for x in xs)
         return xs
 
-    def forward_wavelet(
-        self, host_w: torch.Tensor, hidden_w: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_wavelet(self, host_w: torch.Tensor, hidden_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Run blocks 1..K forward on wavelet-domain tensors.
 
         Args:
@@ -335,9 +333,7 @@ class InvertibleMaskNet(nn.Module):
             host, hidden = block(host, hidden)
         return host.contiguous(), hidden.contiguous()
 
-    def inverse_wavelet(
-        self, host_w: torch.Tensor, hidden_w: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def inverse_wavelet(self, host_w: torch.Tensor, hidden_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Run blocks K..1 in reverse on wavelet-domain tensors.
 
         Args:
@@ -353,9 +349,7 @@ class InvertibleMaskNet(nn.Module):
             host, hidden = block.inverse(host, hidden)
         return host.contiguous(), hidden.contiguous()
 
-    def put_on(
-        self, protected: torch.Tensor, watermarked_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def put_on(self, protected: torch.Tensor, watermarked_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Putting on the mask, ``(x_wmf, M) = f(x_p, x_wm)`` (eq. 5).
 
         Args:
@@ -412,8 +406,6 @@ class InvertibleMaskNet(nn.Module):
         mask_w, face_w = self.inverse_wavelet(host_w, z)
         return self.iwt(face_w), self.iwt(mask_w)
 
-    def forward(
-        self, protected: torch.Tensor, watermarked_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, protected: torch.Tensor, watermarked_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Alias of :meth:`put_on`."""
         return self.put_on(protected, watermarked_mask)

@@ -124,9 +124,7 @@ class VGGFeatures(nn.Module):
             try:
                 self.features.load_state_dict(state, strict=True)
             except RuntimeError as err:
-                raise ValueError(
-                    f"vgg_weights file {path} is not a torchvision vgg16 state dict: {err}"
-                ) from err
+                raise ValueError(f"vgg_weights file {path} is not a torchvision vgg16 state dict: {err}") from err
         self.features.requires_grad_(False)
         super().train(False)
 

@@ -42,9 +42,7 @@ class _Stealer(nn.Module):
             )
         h, w = protected.shape[-2:]
         if h % self.size_multiple or w % self.size_multiple:
-            raise ValueError(
-                f"{type(self).__name__} needs H and W divisible by {self.size_multiple}, got {h}x{w}"
-            )
+            raise ValueError(f"{type(self).__name__} needs H and W divisible by {self.size_multiple}, got {h}x{w}")
         x = torch.cat([protected, replacement], dim=1) * 2 - 1
         return (torch.tanh(self.body(x)) + 1) / 2
 

@@ -165,9 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-masks", action="store_true", help="skip the mask store")
     parser.add_argument("--no-identities", action="store_true", help="skip identity_CelebA.txt")
     args = parser.parse_args(argv)
-    root = make_fake_celeba(
-        args.out_dir, args.n, args.size, not args.no_masks, not args.no_identities, seed=args.seed
-    )
+    root = make_fake_celeba(args.out_dir, args.n, args.size, not args.no_masks, not args.no_identities, seed=args.seed)
     print(f"fake CelebA written to {root}")
 
 

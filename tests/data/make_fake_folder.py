@@ -57,9 +57,7 @@ def fake_folder_names(n: int) -> list[str]:
     return sorted(names)
 
 
-def make_fake_folder(
-    root: str | Path, n: int = 10, size: int = 40, with_masks: bool = True, seed: int = 0
-) -> Path:
+def make_fake_folder(root: str | Path, n: int = 10, size: int = 40, with_masks: bool = True, seed: int = 0) -> Path:
     """Write a fake folder dataset under ``root``.
 
     Layout: ``root/person_<k>/face_<c>.png|.jpg`` (``size`` wide, ``size * 5 // 4`` tall), split

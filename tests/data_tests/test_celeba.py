@@ -23,9 +23,7 @@ def _generator(name: str):
 
 @pytest.fixture(scope="module")
 def celeba(tmp_path_factory) -> Path:
-    return _generator("make_fake_celeba").make_fake_celeba(
-        tmp_path_factory.mktemp("celeba"), with_masks=False
-    )
+    return _generator("make_fake_celeba").make_fake_celeba(tmp_path_factory.mktemp("celeba"), with_masks=False)
 
 
 def _minimal(root: Path, partition: str) -> Path:
@@ -92,9 +90,7 @@ def test_missing_image_folder(tmp_path):
 
 def test_missing_partition_file(tmp_path):
     (tmp_path / "img_align_celeba").mkdir()
-    with pytest.raises(
-        DatasetLayoutError, match=r"list_eval_partition.txt is missing.*Expected the official"
-    ):
+    with pytest.raises(DatasetLayoutError, match=r"list_eval_partition.txt is missing.*Expected the official"):
         read_celeba_splits(tmp_path)
 
 
@@ -124,9 +120,7 @@ def test_kaggle_nested_folder_is_explained(tmp_path):
 
 def test_kaggle_partition_csv(tmp_path):
     (tmp_path / "img_align_celeba").mkdir()
-    (tmp_path / "list_eval_partition.csv").write_text(
-        "image_id,partition\n000001.jpg,0\n000002.jpg,1\n000003.jpg,2\n"
-    )
+    (tmp_path / "list_eval_partition.csv").write_text("image_id,partition\n000001.jpg,0\n000002.jpg,1\n000003.jpg,2\n")
     assert read_celeba_splits(tmp_path) == {
         "train": ["000001.jpg"],
         "val": ["000002.jpg"],

@@ -282,9 +282,7 @@ def test_dataset_raises_image_read_error_naming_the_file(broken):
 def test_corrupt_jpeg_error_names_file(tmp_path):
     bad = tmp_path / "face.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
-    with pytest.raises(
-        ImageReadError, match=r"Cannot read image .*face.jpg.*re-download or regenerate"
-    ) as info:
+    with pytest.raises(ImageReadError, match=r"Cannot read image .*face.jpg.*re-download or regenerate") as info:
         load_image(bad, 32)
     assert isinstance(info.value, ValueError)
 

@@ -15,9 +15,7 @@ def changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> bool:
 
 
 def test_one_step_updates_h_r_d_and_nothing_else():
-    module = WatermarkPretrainModule(
-        image_size=SIZE, **{**TINY_PHASE1, "lambda_vgg": 1.0, "vgg_weights": "random"}
-    )
+    module = WatermarkPretrainModule(image_size=SIZE, **{**TINY_PHASE1, "lambda_vgg": 1.0, "vgg_weights": "random"})
     nets = {name: getattr(module, name) for name in ("embedder", "extractor", "discriminator", "vgg")}
     before = {name: snapshot(net) for name, net in nets.items()}
     watermark = module.watermark.clone()
@@ -65,6 +63,4 @@ def test_watermark_from_file_and_warning_for_bright_watermark(tmp_path):
 
 def test_missing_vgg_weights_names_the_argument():
     with pytest.raises((FileNotFoundError, ValueError), match="vgg_weights"):
-        WatermarkPretrainModule(
-            image_size=SIZE, **{**TINY_PHASE1, "lambda_vgg": 1.0, "vgg_weights": "IMAGENET1K_V1"}
-        )
+        WatermarkPretrainModule(image_size=SIZE, **{**TINY_PHASE1, "lambda_vgg": 1.0, "vgg_weights": "IMAGENET1K_V1"})

@@ -9,9 +9,7 @@ from ipmn_lightning.modules.base import CheckpointError
 
 
 def make_module(checkpoints, **kwargs) -> InvertibleMaskModule:
-    return InvertibleMaskModule(
-        image_size=SIZE, phase1_ckpt=str(checkpoints["phase1"]), **{**TINY_PHASE2, **kwargs}
-    )
+    return InvertibleMaskModule(image_size=SIZE, phase1_ckpt=str(checkpoints["phase1"]), **{**TINY_PHASE2, **kwargs})
 
 
 def test_phase1_weights_frozen_and_inn_trained(checkpoints):
@@ -49,9 +47,7 @@ def test_missing_and_wrong_phase1_checkpoint(tmp_path, checkpoints):
     with pytest.raises(ValueError, match="phase1_ckpt"):
         InvertibleMaskModule(image_size=SIZE, **TINY_PHASE2).setup("fit")
     with pytest.raises(CheckpointError, match="phase1_ckpt"):
-        InvertibleMaskModule(image_size=SIZE, phase1_ckpt=str(tmp_path / "nope.ckpt"), **TINY_PHASE2).setup(
-            "fit"
-        )
+        InvertibleMaskModule(image_size=SIZE, phase1_ckpt=str(tmp_path / "nope.ckpt"), **TINY_PHASE2).setup("fit")
     wrong = InvertibleMaskModule(image_size=SIZE, phase1_ckpt=str(checkpoints["phase2"]), **TINY_PHASE2)
     with pytest.raises(CheckpointError, match="expected 'watermark_pretrain'"):
         wrong.setup("fit")

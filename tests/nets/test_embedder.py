@@ -7,9 +7,7 @@ from ipmn_lightning.nets.embedder import WatermarkEmbedder
 from ipmn_lightning.nets.unet import UNet, default_num_downs
 
 
-@pytest.mark.parametrize(
-    ("size", "bottleneck", "expected"), [(256, 2, 7), (128, 2, 6), (64, 2, 5), (256, 1, 8)]
-)
+@pytest.mark.parametrize(("size", "bottleneck", "expected"), [(256, 2, 7), (128, 2, 6), (64, 2, 5), (256, 1, 8)])
 def test_default_num_downs(size, bottleneck, expected):
     assert default_num_downs(size, bottleneck) == expected
 

@@ -135,9 +135,7 @@ def test_coupling_block_matches_equations():
     host2, hidden2 = block(host, hidden)
     expected_host = host + block.phi(hidden, "concat")
     s = block.rho(expected_host, "concat")
-    expected_hidden = hidden * torch.exp(2 * 2.0 * (torch.sigmoid(s) - 0.5)) + block.eta(
-        expected_host, "concat"
-    )
+    expected_hidden = hidden * torch.exp(2 * 2.0 * (torch.sigmoid(s) - 0.5)) + block.eta(expected_host, "concat")
     assert torch.allclose(host2, expected_host, atol=1e-12)
     assert torch.allclose(hidden2, expected_hidden, atol=1e-12)
     host_back, hidden_back = block.inverse(host2, hidden2)
