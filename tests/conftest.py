@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-DATA_SCRIPTS = Path(__file__).resolve().parent / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/helpers.py
 
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -21,15 +18,6 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # tiny test tensors run faster on one thread than with two threads fighting over busy cores
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-
-
-def load_script(name: str) -> ModuleType:
-    """Import one of the fake-data generator scripts of tests/data by file name."""
-    spec = importlib.util.spec_from_file_location(f"_ipmn_test_{name}", DATA_SCRIPTS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(autouse=True)
@@ -60,6 +48,8 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def fake_celeba(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny CelebA in the official layout, with a mask store at <root>/masks_store."""
     root = tmp_path_factory.mktemp("celeba")
+    from helpers import load_script
+
     load_script("make_fake_celeba").make_fake_celeba(root, n=12, size=48)
     return root
 
@@ -68,5 +58,7 @@ def fake_celeba(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fake_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny folder of face images with a mask store at <root>/masks_store."""
     root = tmp_path_factory.mktemp("folder")
+    from helpers import load_script
+
     load_script("make_fake_folder").make_fake_folder(root, n=10, size=40)
     return root

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytorch_lightning as pl
 
@@ -14,6 +17,7 @@ from ipmn_lightning.modules import (
     WatermarkPretrainModule,
 )
 
+DATA_SCRIPTS = Path(__file__).resolve().parent / "data"
 SIZE = 32
 TINY_PHASE1 = dict(
     ngf=4, extractor_channels=8, extractor_dilations=(1, 2), discriminator_widths=(4, 8, 8, 8),
@@ -63,3 +67,14 @@ def make_checkpoints(folder: Path, size: int = SIZE) -> dict[str, Path]:
         size,
     )
     return {"phase1": p1, "phase2": p2, "stealer": steal, "enhance": enhance}
+
+
+def load_script(name: str) -> ModuleType:
+    """Import a fake-data generator script of tests/data (not a package) by file name, once."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, DATA_SCRIPTS / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]

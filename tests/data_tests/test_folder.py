@@ -1,24 +1,12 @@
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import load_script as _generator
 
 from ipmn_lightning.data.folder import folder_splits, list_images, split_of
 from ipmn_lightning.data.images import DatasetLayoutError
-
-
-def _generator(name: str):
-    """Load a generator script from tests/data (it is not a package)."""
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "data" / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def _touch(root: Path, names: list[str]) -> None:

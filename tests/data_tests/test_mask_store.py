@@ -1,15 +1,14 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import load_script as _generator
 from PIL import Image, JpegImagePlugin
 
 from ipmn_lightning.data.celeba import read_celeba_identities, read_celeba_splits
@@ -33,17 +32,6 @@ from ipmn_lightning.utils import (
     pil_to_tensor,
     tensor_to_pil,
 )
-
-
-def _generator(name: str):
-    """Load a generator script from tests/data (it is not a package)."""
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "data" / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 @pytest.fixture(scope="module")
