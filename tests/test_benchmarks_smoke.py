@@ -118,10 +118,11 @@ def test_speed_quick_run_writes_the_json_structure(speed: ModuleType, tmp_path: 
         assert _finite_positive(row["step_s"]) and _finite_positive(row["images_per_s"])
         assert row["batch_note"]  # reduced below the paper's batch, and says why
         assert row["peak_mem_mb"] is None or row["peak_mem_mb"] >= 0
+        assert row["timed_from_warmup"] is False
 
     coupling = loaded["coupling"]
     assert coupling["num_blocks"] == speed.TINY_WIDTHS["num_blocks"]
-    assert _finite_positive(coupling["speedup"])
+    assert _finite_positive(coupling["speedup"]) and len(coupling["speedup_pairs"]) >= 1
     assert coupling["max_abs_diff"] <= 1e-5 and coupling["equal_ok"] is True
     assert set(coupling["max_abs_diff_per_output"]) == {"masked_face", "recovered_face", "recovered_mask"}
 
@@ -147,3 +148,19 @@ def test_speed_main_parses_arguments_and_writes_the_file(speed: ModuleType, tmp_
     assert loaded["training"] == [] and loaded["coupling"] is None and loaded["checks"]["data_ratio_ok"] is None
     with pytest.raises(SystemExit):
         speed.main(["--quick", "--batch", "nonsense=2", "--out", str(out)])
+
+
+def test_fit_batch_halves_on_cuda_out_of_memory_and_says_why(speed: ModuleType) -> None:
+    cfg = speed.make_config("cpu", quick=True)
+    cfg.batches["phase1"] = 8
+    tried = []
+
+    def run(b: int) -> int:
+        tried.append(b)
+        if b > 2:
+            raise torch.cuda.OutOfMemoryError("fake OOM")
+        return b
+
+    assert speed.fit_batch(cfg, "phase1", run, even=True) == 2
+    assert tried == [8, 4, 2] and cfg.batches["phase1"] == 2
+    assert "out of memory" in cfg.batch_notes["phase1"]
