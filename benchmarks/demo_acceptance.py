@@ -29,7 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def validate(module_class: type, checkpoint: Path) -> dict[str, float]:
     module = module_class.load_from_checkpoint(checkpoint, weights_only=True)
-    data = FaceSwapDataModule(image_size=module.image_size, batch_size=32, num_workers=0, synthetic_sizes=(2048, 256, 256))
+    data = FaceSwapDataModule(
+        image_size=module.image_size, batch_size=32, num_workers=0, synthetic_sizes=(2048, 256, 256)
+    )
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.validate(module, datamodule=data, verbose=False)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
