@@ -59,14 +59,14 @@ def main() -> int:
     results: list[dict] = []
     times = {p["name"]: p.get("wall_time_s", float("nan")) for p in manifest["phases"]}
 
-    p1 = validate(WatermarkPretrainModule, root / phase_entry(manifest, "phase1")["checkpoint"])
+    p1 = validate(WatermarkPretrainModule, phase_entry(manifest, "phase1")["checkpoint"])
     check(results, "phase1 wall time (s)", times["phase1"], 600, higher=False)
     check(results, "phase1 mean NC(R(x_wm), w)", p1["val/nc_watermarked"], 0.95)
     check(results, "phase1 SR_E on x_wm", p1["val/sr_e_watermarked"], 0.95)
     check(results, "phase1 R(x_m) judged clean", 1 - p1["val/fpr_mask"], 0.95)
     check(results, "phase1 PSNR(x_m, x_wm) dB", p1["val/psnr_mask"], 30)
 
-    p2 = validate(InvertibleMaskModule, root / phase_entry(manifest, "phase2")["checkpoint"])
+    p2 = validate(InvertibleMaskModule, phase_entry(manifest, "phase2")["checkpoint"])
     check(results, "phase2 wall time (s)", times["phase2"], 900, higher=False)
     for suffix in ("", "_q8"):
         check(results, f"phase2 PSNR recovered face{suffix} dB", p2[f"val/psnr_recovered{suffix}"], 30)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MetricCollection
@@ -215,8 +216,8 @@ class WatermarkPretrainModule(IPMNModule):
 
     def on_validation_epoch_end(self) -> None:
         """Step the plateau schedulers (manual optimization never steps them)."""
-        if self.trainer.sanity_checking:
-            return
+        if self.trainer.sanity_checking or self.trainer.state.fn != TrainerFn.FITTING:
+            return  # `ipmn validate` has no optimizers or schedulers
         metrics = self.trainer.callback_metrics
         sch_hr, sch_d = self.lr_schedulers()
         if "val/loss" in metrics:

@@ -64,3 +64,15 @@ def test_watermark_from_file_and_warning_for_bright_watermark(tmp_path):
 def test_missing_vgg_weights_names_the_argument():
     with pytest.raises((FileNotFoundError, ValueError), match="vgg_weights"):
         WatermarkPretrainModule(image_size=SIZE, **{**TINY_PHASE1, "lambda_vgg": 1.0, "vgg_weights": "IMAGENET1K_V1"})
+
+
+def test_validate_and_test_a_checkpoint_outside_fit(tmp_path):
+    module = WatermarkPretrainModule(image_size=SIZE, **TINY_PHASE1)
+    trainer = tiny_trainer(limit_train_batches=1)
+    trainer.fit(module, datamodule=tiny_data())
+    trainer.save_checkpoint(tmp_path / "p1.ckpt")
+    reloaded = WatermarkPretrainModule.load_from_checkpoint(tmp_path / "p1.ckpt", weights_only=True)
+    (metrics,) = tiny_trainer().validate(reloaded, datamodule=tiny_data(), verbose=False)
+    assert "val/nc_watermarked" in metrics
+    (metrics,) = tiny_trainer(limit_test_batches=1).test(reloaded, datamodule=tiny_data(), verbose=False)
+    assert "test/sr_e_watermarked" in metrics
