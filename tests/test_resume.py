@@ -116,8 +116,25 @@ def assert_same_schedules(a: pl.Trainer, b: pl.Trainer) -> None:
         state_a, state_b = ca.scheduler.state_dict(), cb.scheduler.state_dict()
         assert state_a.keys() == state_b.keys()
         for key, value in state_a.items():  # last_epoch, best, num_bad_epochs, cooldown_counter, _last_lr...
-            if isinstance(value, int | float | list):
-                assert state_b[key] == pytest.approx(value, rel=TOL), key
+            assert_close(value, state_b[key], key)
+
+
+def assert_close(a: object, b: object, where: str) -> None:
+    """Recursive comparison of scheduler states (SequentialLR nests its schedulers' states in lists of dicts)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for key in a:
+            assert_close(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list | tuple):
+        assert isinstance(b, list | tuple) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_close(x, y, f"{where}[{i}]")
+    elif isinstance(a, int | float) and not isinstance(a, bool):
+        assert b == pytest.approx(a, rel=TOL), where
+    elif torch.is_tensor(a):
+        assert torch.allclose(a.double(), b.double(), rtol=TOL), where
+    else:
+        assert a == b, where
 
 
 def assert_same_run(straight: pl.Trainer, resumed: pl.Trainer) -> None:
