@@ -89,17 +89,6 @@ class FaceSwapDataModule(pl.LightningDataModule):
         assert self.root is not None
         return self.root / "img_align_celeba" if self.source == "celeba" else self.root
 
-    def splits(self) -> dict[str, list[str]]:
-        """The dataset's image lists per split (``celeba``/``folder`` only); used by ``ipmn masks pairs``."""
-        assert self.root is not None
-        if self.source == "celeba":
-            from .celeba import read_celeba_splits
-
-            return read_celeba_splits(self.root)
-        from .folder import folder_splits
-
-        return folder_splits(self.root, self.val_fraction, self.test_fraction, self.seed)
-
     def build_dataset(self, split: Split) -> Dataset:
         """Build the dataset of one split."""
         if self.source == "synthetic":
