@@ -531,6 +531,12 @@ def steal_step(cfg: BenchConfig, batch_size: int, channels_last: bool = False) -
         module.stealer.to(memory_format=torch.channels_last)
         batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in batch.items()}
 
+    return automatic_step(module, opt, batch), {"module": module}
+
+
+def automatic_step(module: Any, opt: torch.optim.Optimizer, batch: dict) -> Callable[[], None]:
+    """One optimisation step of a module trained with automatic optimisation (its own ``training_step``)."""
+
     def step() -> None:
         with quiet():
             loss = module.training_step(batch, 0)
@@ -538,7 +544,7 @@ def steal_step(cfg: BenchConfig, batch_size: int, channels_last: bool = False) -
         loss.backward()
         opt.step()
 
-    return step, {"module": module}
+    return step
 
 
 def enhance_step(cfg: BenchConfig, batch_size: int) -> tuple[Callable[[], None], dict]:
@@ -557,14 +563,7 @@ def enhance_step(cfg: BenchConfig, batch_size: int) -> tuple[Callable[[], None],
     opt = module.configure_optimizers()["optimizer"]
     batch = _images(batch_size, cfg.image_size, cfg.device, 3)
 
-    def step() -> None:
-        with quiet():
-            loss = module.training_step(batch, 0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step, {"module": module, "sources": 6}
+    return automatic_step(module, opt, batch), {"module": module, "sources": 6}
 
 
 def _row(name: str, cfg: BenchConfig, key: str, batch: int, timing: dict[str, Any], **extra: Any) -> dict:

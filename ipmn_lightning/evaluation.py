@@ -67,8 +67,8 @@ def _run_checkpoints(run: str) -> tuple[dict[str, Any], dict[str, Any]]:
 def _extraction_module(checkpoints: dict[str, Any], image_size: int, enhanced: bool) -> Any:
     """An extractor-enhancement module with the black box, the stealers and R (phase-1 or enhanced)."""
     from .modules import ExtractorEnhanceModule
-    from .modules.base import load_phase_checkpoint
-    from .modules.blackbox import build, load_into
+    from .modules.base import load_phase_checkpoint, load_submodule
+    from .modules.blackbox import build
 
     module = ExtractorEnhanceModule(
         image_size=image_size,
@@ -81,7 +81,7 @@ def _extraction_module(checkpoints: dict[str, Any], image_size: int, enhanced: b
         path = checkpoints["enhance_ckpt"]
         state = load_phase_checkpoint(path, "enhance_ckpt", "extractor_enhance")
         module.extractor = build("extractor", state["ipmn_frozen"]["extractor"])
-        load_into(module.extractor, state["state_dict"], "extractor", f"enhance_ckpt {path}")
+        load_submodule(module.extractor, state["state_dict"], "extractor", f"enhance_ckpt {path}")
     return module.eval()
 
 

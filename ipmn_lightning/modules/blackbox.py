@@ -15,7 +15,7 @@ from ..nets.embedder import WatermarkEmbedder
 from ..nets.extractor import WatermarkExtractor
 from ..nets.inn import InvertibleMaskNet
 from ..nets.stealing import build_stealer
-from .base import load_phase_checkpoint, load_submodule
+from .base import load_phase_checkpoint
 
 PHASE1 = "watermark_pretrain"
 PHASE2 = "invertible_mask"
@@ -90,12 +90,6 @@ def load_stealer(path: str, argument: str = "stealer_ckpt") -> tuple[dict[str, A
     """Config and state dict of a stealing model from a phase-3a checkpoint."""
     checkpoint = load_phase_checkpoint(path, argument, PHASE3_STEAL)
     return stealer_config(checkpoint["hyper_parameters"]), checkpoint["state_dict"]
-
-
-def load_into(module: nn.Module, state_dict: dict[str, Tensor], prefix: str, source: str) -> nn.Module:
-    """Load ``prefix.*`` weights into ``module`` and return it."""
-    load_submodule(module, state_dict, prefix, source)
-    return module
 
 
 def check_image_size(trained: int, wanted: int, argument: str) -> None:

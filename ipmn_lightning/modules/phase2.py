@@ -13,8 +13,8 @@ from ..losses import privacy_loss
 from ..metrics import ImagePairMetrics, quantize_8bit
 from ..nets.embedder import WatermarkEmbedder
 from ..nets.inn import InvertibleMaskNet
-from .base import IPMNModule, freeze
-from .blackbox import PHASE2, build, check_image_size, load_into, load_phase1
+from .base import IPMNModule, freeze, load_submodule
+from .blackbox import PHASE2, build, check_image_size, load_phase1
 
 PAIRS = {
     # metric key: (reference, estimate) — the three image pairs of Table 2
@@ -111,7 +111,7 @@ class InvertibleMaskModule(IPMNModule):
         configs, state = load_phase1(self.phase1_ckpt)
         check_image_size(configs["embedder"]["image_size"], self.image_size, "phase1_ckpt")
         self.build_frozen({"embedder": configs["embedder"]})
-        load_into(self.embedder, state, "embedder", f"phase1_ckpt {self.phase1_ckpt}")
+        load_submodule(self.embedder, state, "embedder", f"phase1_ckpt {self.phase1_ckpt}")
         self.watermark.copy_(state["watermark"])
 
     # ------------------------------------------------------------------ model

@@ -10,11 +10,10 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from ..losses import enhanced_extracting_loss
 from ..metrics import SourceExtractionMetrics, quantize_8bit
-from .base import IPMNModule, freeze
+from .base import IPMNModule, freeze, load_submodule
 from .blackbox import (
     build,
     check_image_size,
-    load_into,
     load_phase1,
     load_phase2,
     load_stealer,
@@ -104,11 +103,11 @@ class ExtractorEnhanceModule(IPMNModule):
         self.build_frozen(
             {**configs2, "extractor": configs1["extractor"], "stealers": [config for config, _ in stealers]}
         )
-        load_into(self.embedder, state2, "embedder", f"phase2_ckpt {self.phase2_ckpt}")
-        load_into(self.inn, state2, "inn", f"phase2_ckpt {self.phase2_ckpt}")
-        load_into(self.extractor, state1, "extractor", f"phase1_ckpt {self.phase1_ckpt}")
+        load_submodule(self.embedder, state2, "embedder", f"phase2_ckpt {self.phase2_ckpt}")
+        load_submodule(self.inn, state2, "inn", f"phase2_ckpt {self.phase2_ckpt}")
+        load_submodule(self.extractor, state1, "extractor", f"phase1_ckpt {self.phase1_ckpt}")
         for module, (_, state), path in zip(self.stealers, stealers, self.stealer_ckpts):
-            load_into(module, state, "stealer", f"stealer_ckpt {path}")
+            load_submodule(module, state, "stealer", f"stealer_ckpt {path}")
         self.watermark.copy_(state2["watermark"])
 
     # ------------------------------------------------------------------ model

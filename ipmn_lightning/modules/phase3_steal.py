@@ -12,8 +12,8 @@ from torchmetrics.image import PeakSignalNoiseRatio
 
 from ..metrics import ExtractionSuccessRate, NormalizedCorrelation, quantize_8bit
 from ..nets.stealing import build_stealer
-from .base import IPMNModule, freeze
-from .blackbox import PHASE3_STEAL, build, check_image_size, load_into, load_phase1, load_phase2
+from .base import IPMNModule, freeze, load_submodule
+from .blackbox import PHASE3_STEAL, build, check_image_size, load_phase1, load_phase2
 
 
 class StealingAttackModule(IPMNModule):
@@ -84,9 +84,9 @@ class StealingAttackModule(IPMNModule):
         configs2, state2 = load_phase2(self.phase2_ckpt)
         check_image_size(configs2["embedder"]["image_size"], self.image_size, "phase2_ckpt")
         self.build_frozen({**configs2, "extractor": configs1["extractor"]})
-        load_into(self.embedder, state2, "embedder", f"phase2_ckpt {self.phase2_ckpt}")
-        load_into(self.inn, state2, "inn", f"phase2_ckpt {self.phase2_ckpt}")
-        load_into(self.extractor, state1, "extractor", f"phase1_ckpt {self.phase1_ckpt}")
+        load_submodule(self.embedder, state2, "embedder", f"phase2_ckpt {self.phase2_ckpt}")
+        load_submodule(self.inn, state2, "inn", f"phase2_ckpt {self.phase2_ckpt}")
+        load_submodule(self.extractor, state1, "extractor", f"phase1_ckpt {self.phase1_ckpt}")
         self.watermark.copy_(state2["watermark"])
 
     # ------------------------------------------------------------------ model

@@ -36,12 +36,18 @@ def test_stealer_sees_only_protected_and_replacement(checkpoints):
     assert list(inspect.signature(module.stealer.forward).parameters) == ["protected", "replacement"]
 
 
-def test_black_box_frozen_and_unchanged(checkpoints):
+def enhance_module(checkpoints) -> ExtractorEnhanceModule:
+    """An enhancement module on the tiny checkpoints, with its frozen networks loaded."""
     module = ExtractorEnhanceModule(
         image_size=SIZE, phase1_ckpt=str(checkpoints["phase1"]), phase2_ckpt=str(checkpoints["phase2"]),
         stealer_ckpt=[str(checkpoints["stealer"])],
     )  # fmt: skip
     module.setup("fit")
+    return module
+
+
+def test_black_box_frozen_and_unchanged(checkpoints):
+    module = enhance_module(checkpoints)
     frozen = {name: {k: v.clone() for k, v in getattr(module, name).state_dict().items()}
               for name in ("embedder", "inn", "stealers")}  # fmt: skip
     extractor_before = {k: v.clone() for k, v in module.extractor.state_dict().items()}
@@ -53,11 +59,7 @@ def test_black_box_frozen_and_unchanged(checkpoints):
 
 
 def test_mixed_batch_has_six_sources_with_right_targets(checkpoints):
-    module = ExtractorEnhanceModule(
-        image_size=SIZE, phase1_ckpt=str(checkpoints["phase1"]), phase2_ckpt=str(checkpoints["phase2"]),
-        stealer_ckpt=[str(checkpoints["stealer"])],
-    )  # fmt: skip
-    module.setup("fit")
+    module = enhance_module(checkpoints)
     dm = tiny_data()
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
