@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import math
@@ -62,7 +63,7 @@ from ipmn_lightning.modules import (  # noqa: E402
 )
 from ipmn_lightning.nets.inn import DenseBlock, InvertibleMaskNet  # noqa: E402
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: FLOPs, GFLOP/s and fraction of the measured matmul peak (issue 16)
 MiB = 1024 * 1024
 
 #: Batch sizes of the paper (§4: phase 1 8, phase 2 32) and of the shipped configs (stealing 16,
@@ -119,6 +120,9 @@ class BenchConfig:
         ablations: also run the before/after measurements.
         budget_s: wall-clock budget; repeats are cut to fit.
         quick: tiny smoke run.
+        flops: count each step's FLOPs (``FlopCounterMode``, during the first warm-up call).
+        matmul_size: side of the square matmuls that measure the machine's peak (default 2048 on CPU, 8192 on
+            CUDA, 256 when quick).
     """
 
     device: str = "cpu"
@@ -139,6 +143,8 @@ class BenchConfig:
     ablations: bool = False
     budget_s: float = 540.0
     quick: bool = False
+    flops: bool = True
+    matmul_size: int | None = None
 
 
 def make_config(
@@ -309,6 +315,109 @@ def _timed(fn: Callable[[], Any], device: str) -> float:
     return time.perf_counter() - t0
 
 
+class FlopCount:
+    """FLOPs of one call of a step, counted by ``torch.utils.flop_counter.FlopCounterMode``.
+
+    It counts the matrix products and convolutions (forward and backward, 2 FLOPs per multiply-add), the work a
+    dense-matmul peak can be compared with; element-wise operations, normalisations and the optimizer add memory
+    traffic, not FLOPs. Off when ``cfg.flops`` is false or the networks are compiled (the counter does not see
+    inside compiled graphs).
+    """
+
+    def __init__(self, cfg: BenchConfig) -> None:
+        self.enabled = cfg.flops and not cfg.compile
+        self.flops: int | None = None
+
+    def wrap(self, fn: Callable[[], Any]) -> Callable[[], Any]:
+        if not self.enabled:
+            return fn
+
+        def counted() -> Any:
+            from torch.utils.flop_counter import FlopCounterMode
+
+            with FlopCounterMode(display=False) as counter:
+                out = fn()
+            self.flops = int(counter.get_total_flops())
+            return out
+
+        return counted
+
+
+def count_flops(fn: Callable[[], Any], cfg: BenchConfig) -> int | None:
+    """FLOPs of one call of ``fn`` (see :class:`FlopCount`), ``None`` when counting is off."""
+    flops = FlopCount(cfg)
+    flops.wrap(fn)()
+    return flops.flops
+
+
+#: Matmul peaks measured per device: (dtype, TF32 allowed).
+PEAK_KINDS = {
+    "cpu": {"fp32": (torch.float32, False)},
+    "cuda": {"fp32": (torch.float32, False), "tf32": (torch.float32, True), "bf16": (torch.bfloat16, False)},
+}
+
+
+def matmul_peak(cfg: BenchConfig, seconds: float = 2.0) -> dict[str, dict[str, Any]]:
+    """The machine's dense matmul throughput now: square ``n x n`` products repeated for about ``seconds``.
+
+    ``gflops_per_s`` = 2 n³ / median time (``best_gflops_per_s`` from the fastest call): the median, like the
+    steps' median times, so that on a shared machine both carry the same kind of load. On CPU fp32 (at the run's
+    thread count), on CUDA fp32 with TF32 off, fp32 with TF32 on, and bf16. It is the practical peak the steps'
+    FLOP rates are divided by.
+    """
+    n = cfg.matmul_size or (256 if cfg.quick else 2048 if cfg.device == "cpu" else 8192)
+    out: dict[str, dict[str, Any]] = {}
+    for kind, (dtype, tf32) in PEAK_KINDS[cfg.device].items():
+        saved = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        try:
+            g = torch.Generator().manual_seed(0)
+            matmul = functools.partial(
+                torch.matmul, *(torch.randn(n, n, generator=g).to(device=cfg.device, dtype=dtype) for _ in range(2))
+            )
+            for _ in range(2):  # warm-up (thread pool, cuBLAS handles)
+                _timed(matmul, cfg.device)
+            start = time.perf_counter()
+            times: list[float] = []
+            while len(times) < 5 or (time.perf_counter() - start < seconds and len(times) < 200):
+                times.append(_timed(matmul, cfg.device))
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = saved
+        out[kind] = {"n": n, "dtype": str(dtype).replace("torch.", ""), "tf32": tf32, "calls": len(times),
+                     "median_s": statistics.median(times), "best_s": min(times),
+                     "gflops_per_s": 2 * n**3 / statistics.median(times) / 1e9,
+                     "best_gflops_per_s": 2 * n**3 / min(times) / 1e9}  # fmt: skip
+        del matmul
+    return out
+
+
+def peak_kind(cfg_device: str, dtype: str) -> str:
+    """Which measured peak a row is compared with: bf16 rows with bf16; fp32 rows on CUDA with TF32 when cuDNN
+    may use TF32 for convolutions (PyTorch's default), else fp32."""
+    if dtype.startswith("bf16"):
+        return "bf16"
+    if cfg_device == "cuda" and torch.backends.cudnn.allow_tf32:
+        return "tf32"
+    return "fp32"
+
+
+def add_throughput(rows: list[dict], peak: dict[str, Any], device: str, time_key: str = "median_s") -> None:
+    """Add ``gflop`` (per call), ``gflops_per_s`` and ``fraction_of_peak`` to rows that have ``flops``."""
+    for row in rows:
+        flops, seconds = row.get("flops"), row.get(time_key)
+        if not flops or not seconds:
+            continue
+        kind = peak_kind(device, row.get("dtype", "fp32"))
+        rate = flops / seconds / 1e9
+        row["gflop"] = flops / 1e9
+        row["gflops_per_s"] = rate
+        row["peak_kind"] = kind
+        row["peak_gflops_per_s"] = peak["best"][kind]
+        row["fraction_of_peak"] = rate / peak["best"][kind]
+        if device == "cuda" and kind != "fp32":
+            row["fraction_of_fp32_peak"] = rate / peak["best"]["fp32"]
+
+
 def measure(
     fn: Callable[[], Any],
     cfg: BenchConfig,
@@ -322,13 +431,17 @@ def measure(
     (``timed_from_warmup``: it includes one-off costs, so it over-estimates the step time).
 
     Returns:
-        ``warmup_s`` (first call; includes compilation), ``times_s``, ``median_s``, ``min_s``,
-        ``repeats``, ``timed_from_warmup``, ``peak_mem_mb`` (over warm-up and timed calls) and
-        ``mem_kind``.
+        ``warmup_s`` (first call; includes compilation and the FLOP counting), ``times_s``, ``median_s``,
+        ``min_s``, ``repeats``, ``timed_from_warmup``, ``peak_mem_mb`` (over warm-up and timed calls),
+        ``mem_kind`` and ``flops`` (of one call, ``None`` when not counted).
     """
     mem = Memory(cfg.device, not cfg.quick)
     mem.reset()
-    warm = [_timed(fn, cfg.device) for _ in range(cfg.warmup if warmup is None else warmup)]
+    flops = FlopCount(cfg)
+    n_warm = cfg.warmup if warmup is None else warmup
+    warm = [_timed(flops.wrap(fn) if i == 0 else fn, cfg.device) for i in range(n_warm)]
+    if flops.flops is None and flops.enabled:  # no warm-up call: count in an extra, untimed one
+        flops.wrap(fn)()
     estimate = min(warm) if warm else 0.0
     repeats = budget.repeats(estimate, cfg.repeats, share)
     times = [_timed(fn, cfg.device) for _ in range(repeats)]
@@ -344,6 +457,7 @@ def measure(
         "repeats": len(times) if not from_warmup else 0,
         "peak_mem_mb": mem.peak_mb(),
         "mem_kind": mem.kind,
+        "flops": flops.flops,
     }
 
 
@@ -503,12 +617,14 @@ def phase2_step(
         if record.get("capture"):
             keys = ("masked_face", "recovered_face", "recovered_mask")
             record["outputs"] = {k: out[k].detach().float().cpu() for k in keys}
-        if bool(torch.isfinite(loss)):  # the non-finite guard syncs like the real step
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if all(bool(torch.isfinite(p.grad).all()) for p in inn.parameters() if p.grad is not None):
-                torch.nn.utils.clip_grad_norm_(inn.parameters(), 10.0)
-                opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        # the real step's guards: one fused check of loss, gradients and spike, one host sync
+        skip, _ = module.step_verdict(loss, [p.grad for p in inn.parameters() if p.grad is not None])
+        if skip is None:
+            torch.nn.utils.clip_grad_norm_(inn.parameters(), 10.0)
+            opt.step()
+            module.update_loss_average(loss)
         synchronize(cfg.device)
         t2 = time.perf_counter()
         record["h_s"], record["inn_s"] = t1 - t0, t2 - t1
@@ -663,11 +779,13 @@ def bench_coupling(cfg: BenchConfig, budget: Budget) -> tuple[dict, list[dict]]:
     # warm-up (also the equality check: same weights, inputs and noise before any update)
     mem = Memory(cfg.device, not cfg.quick)
     mem.reset()
-    warm_ours = _timed(ours, cfg.device)
+    flops_ours, flops_ref = FlopCount(cfg), FlopCount(cfg)
+    warm_ours = _timed(flops_ours.wrap(ours), cfg.device)
     mem_ours = mem.peak_mb()
     mem.reset()
-    warm_ref = _timed(ref, cfg.device)
+    warm_ref = _timed(flops_ref.wrap(ref), cfg.device)
     mem_ref = mem.peak_mb()
+    flops_h = count_flops(functools.partial(module.watermark_mask, batch["mask"]), cfg)  # frozen H, left out below
     diffs = {k: float((rec_ours["outputs"][k] - rec_ref["outputs"][k]).abs().max()) for k in rec_ours["outputs"]}
     rec_ours["capture"] = rec_ref["capture"] = False
     rec_ours.pop("outputs")
@@ -676,22 +794,26 @@ def bench_coupling(cfg: BenchConfig, budget: Budget) -> tuple[dict, list[dict]]:
     # at least one interleaved pair: this is the acceptance measurement
     repeats = max(1, budget.repeats(warm_ours + warm_ref, cfg.coupling_repeats, 0.35))
     t_ours, t_ref, inn_ours, inn_ref, h_ours = [], [], [], [], []
+    mm_peak: list[float] = []  # the matmul peak measured between the pairs: the same load as the steps
     for _ in range(repeats):  # interleaved so that load changes hit both alike
+        mm_peak.append(matmul_peak(cfg, seconds=0.2 if cfg.quick else 1.0)["fp32"]["gflops_per_s"])
         t_ours.append(_timed(ours, cfg.device))
         inn_ours.append(rec_ours["inn_s"])
         h_ours.append(rec_ours["h_s"])
         t_ref.append(_timed(ref, cfg.device))
         inn_ref.append(rec_ref["inn_s"])
+    mm_peak.append(matmul_peak(cfg, seconds=0.2 if cfg.quick else 1.0)["fp32"]["gflops_per_s"])
 
-    def timing(times: list[float], warm: float, peak: float | None) -> dict[str, Any]:
+    def timing(times: list[float], warm: float, peak: float | None, flops: int | None) -> dict[str, Any]:
         return {"warmup_s": warm, "timed_from_warmup": False, "times_s": times, "median_s": statistics.median(times),
-                "min_s": min(times), "repeats": len(times), "peak_mem_mb": peak, "mem_kind": mem.kind}  # fmt: skip
+                "min_s": min(times), "repeats": len(times), "peak_mem_mb": peak, "mem_kind": mem.kind,
+                "flops": flops}  # fmt: skip
 
     rows = [
-        _row("phase2", cfg, "phase2", b, timing(t_ours, warm_ours, mem_ours), dtype="fp32",
+        _row("phase2", cfg, "phase2", b, timing(t_ours, warm_ours, mem_ours, flops_ours.flops), dtype="fp32",
              inn="ipmn_lightning InvertibleMaskNet (impl=auto)", frozen_h_s=statistics.median(h_ours)),
-        _row("phase2_hinet_reference", cfg, "phase2", b, timing(t_ref, warm_ref, mem_ref), dtype="fp32",
-             inn="benchmarks/hinet_reference.py HiNetReference"),
+        _row("phase2_hinet_reference", cfg, "phase2", b, timing(t_ref, warm_ref, mem_ref, flops_ref.flops),
+             dtype="fp32", inn="benchmarks/hinet_reference.py HiNetReference"),
     ]  # fmt: skip
     ours_s, ref_s = statistics.median(inn_ours), statistics.median(inn_ref)
     ratio = ref_s / ours_s
@@ -723,6 +845,12 @@ def bench_coupling(cfg: BenchConfig, budget: Budget) -> tuple[dict, list[dict]]:
         "equal_ok": max_diff <= 1e-5,
         "note": "coupling network step only (frozen H excluded); speedup = ratio of the medians of "
         "interleaved (ours, reference) pairs",
+        # FLOPs of the coupling network step alone (the frozen H's forward subtracted), for the fraction of peak
+        "ours_flops": flops_ours.flops - flops_h if flops_ours.flops and flops_h is not None else None,
+        "reference_flops": flops_ref.flops - flops_h if flops_ref.flops and flops_h is not None else None,
+        "dtype": "fp32",
+        # fp32 matmul GFLOP/s (median of ~1 s of calls) before every pair and after the last one
+        "interleaved_peak_gflops_per_s": mm_peak,
     }
     del module, reference, ours, ref
     _collect(cfg)
@@ -999,7 +1127,7 @@ def run(
 
     Returns:
         ``{"schema_version", "config", "environment", "training", "coupling", "inference", "data",
-        "ablations", "checks", "elapsed_s"}``.
+        "ablations", "peak", "checks", "elapsed_s"}``.
     """
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
@@ -1008,6 +1136,7 @@ def run(
     torch.manual_seed(0)
     budget = Budget(cfg.budget_s)
     env = environment(cfg)
+    peak_start = matmul_peak(cfg)
     results: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "config": {**asdict(cfg), "paper_batches": PAPER_BATCHES},
@@ -1032,10 +1161,37 @@ def run(
     if cfg.ablations or "ablations" in sections:
         results["ablations"] = bench_ablations(cfg, Budget(cfg.budget_s))
     coupling = results["coupling"]
+    # the peak is measured at the start and at the end (the machine's load changes); the better one counts
+    peak_end = matmul_peak(cfg)
+    results["peak"] = {
+        "start": peak_start,
+        "end": peak_end,
+        "best": {k: max(peak_start[k]["gflops_per_s"], peak_end[k]["gflops_per_s"]) for k in peak_start},
+        "note": "dense square matmul throughput (GFLOP/s) of this machine in this run, the denominator of "
+        "fraction_of_peak",
+    }
+    add_throughput(results["training"], results["peak"], cfg.device)
+    add_throughput(results["inference"], results["peak"], cfg.device)
+    if coupling:
+        # on a shared machine the load changes within the run: the INN step is compared with the median of the
+        # matmul peaks measured between its interleaved pairs (the same load); the start/end peak is reported too
+        between = statistics.median(coupling["interleaved_peak_gflops_per_s"])
+        peak_between = {"best": {**results["peak"]["best"], "fp32": between}}
+        for who in ("ours", "reference"):
+            row = {"flops": coupling[f"{who}_flops"], "median_s": coupling[f"{who}_step_s"], "dtype": "fp32"}
+            add_throughput([row], peak_between, cfg.device)
+            coupling[f"{who}_gflops_per_s"] = row.get("gflops_per_s")
+            coupling[f"{who}_fraction_of_peak"] = row.get("fraction_of_peak")
+            rate = row.get("gflops_per_s")
+            coupling[f"{who}_fraction_of_run_peak"] = rate / results["peak"]["best"]["fp32"] if rate else None
+        coupling["peak_gflops_per_s"] = between
+    inn_fraction = coupling.get("ours_fraction_of_peak") if coupling else None
     results["checks"] = {
         "coupling_speedup_ok": coupling["speedup_ok"] if coupling else None,
         "coupling_equal_ok": coupling["equal_ok"] if coupling else None,
         "data_ratio_ok": all(r["ratio_ok"] for r in results["data"]) if results["data"] and phase2 else None,
+        # issue 16: on CPU the INN step runs at >= 0.8 of the measured matmul throughput
+        "inn_fraction_of_peak_ok": None if inn_fraction is None or cfg.device != "cpu" else inn_fraction >= 0.8,
     }
     results["elapsed_s"] = budget.elapsed()
     with contextlib.suppress(OSError):
@@ -1087,11 +1243,22 @@ def format_table(results: dict) -> str:
         f"torch {env['torch']}, {env['torch_threads']} threads, image {cfg['image_size']} px, "
         f"load avg {_fmt((env.get('loadavg') or [None])[0])} -> {_fmt((env.get('loadavg_after') or [None])[0])}"
     ]
+    peak = results.get("peak")
+    if peak:
+        kinds = ", ".join(
+            f"{k} {peak['start'][k]['gflops_per_s']:.4g} / {peak['end'][k]['gflops_per_s']:.4g} "
+            f"(n {peak['start'][k]['n']})"
+            for k in peak["best"]
+        )
+        out += ["", f"Dense matmul peak of this machine (GFLOP/s, median call; start / end of the run): {kinds}"]
     if results["training"]:
-        out += ["", "Training: one optimisation step (median of timed steps after warm-up)"]
+        out += ["", "Training: one optimisation step (median of timed steps after warm-up); GFLOP = matmul/conv "
+                "FLOPs per step, of peak = GFLOP/s / matmul peak"]  # fmt: skip
         out.append(_table(
-            ["phase", "batch", "paper", "step s", "img/s", "peak MB", "MB at paper batch", "repeats", "note"],
-            [[r["name"], r["batch"], r["paper_batch"], r["step_s"], r["images_per_s"], r["peak_mem_mb"],
+            ["phase", "batch", "paper", "step s", "img/s", "GFLOP", "GFLOP/s", "of peak", "peak MB",
+             "MB at paper batch", "repeats", "note"],
+            [[r["name"], r["batch"], r["paper_batch"], r["step_s"], r["images_per_s"], r.get("gflop"),
+              r.get("gflops_per_s"), r.get("fraction_of_peak"), r["peak_mem_mb"],
               r.get("est_peak_mem_mb_at_paper_batch"), r["repeats"], r["batch_note"]] for r in results["training"]],
         ))  # fmt: skip
     c = results.get("coupling")
@@ -1105,12 +1272,22 @@ def format_table(results: dict) -> str:
             f"(need >= {c['required_speedup']}: {'OK' if c['speedup_ok'] else 'FAIL'}); "
             f"max |diff| {c['max_abs_diff']:.2e} (need <= 1e-5: {'OK' if c['equal_ok'] else 'FAIL'})",
         ]
+        if c.get("ours_gflops_per_s"):
+            ok = results.get("checks", {}).get("inn_fraction_of_peak_ok")
+            out.append(
+                f"INN step alone: ours {c['ours_flops'] / 1e9:.4g} GFLOP, {c['ours_gflops_per_s']:.4g} GFLOP/s = "
+                f"{c['ours_fraction_of_peak']:.2f} of the matmul peak measured between the pairs "
+                f"({c['peak_gflops_per_s']:.4g} GFLOP/s; {c['ours_fraction_of_run_peak']:.2f} of the run's peak)"
+                + ("" if ok is None else f" (need >= 0.8 on CPU: {'OK' if ok else 'FAIL'})")
+                + f"; reference {c['reference_gflops_per_s']:.4g} GFLOP/s = {c['reference_fraction_of_peak']:.2f}"
+            )
     if results["inference"]:
         out += ["", "Inference (torch.inference_mode), latency per image"]
         out.append(_table(
-            ["op", "batch", "paper", "ms/image", "batch ms", "img/s", "note"],
+            ["op", "batch", "paper", "ms/image", "batch ms", "img/s", "GFLOP", "GFLOP/s", "of peak", "note"],
             [[r["name"], r["batch"], r["paper_batch"], r["latency_ms_per_image"], r["batch_latency_ms"],
-              r["images_per_s"], r["batch_note"]] for r in results["inference"]],
+              r["images_per_s"], r.get("gflop"), r.get("gflops_per_s"), r.get("fraction_of_peak"), r["batch_note"]]
+             for r in results["inference"]],
         ))  # fmt: skip
     if results["data"]:
         out += ["", "Data loading: triplets/s through FaceSwapDataModule.train_dataloader()"]

@@ -17,11 +17,14 @@ arguments, the image size and the ipmn version that wrote the file.
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from torch import Tensor, nn
 
 from . import __version__
@@ -66,7 +69,8 @@ class Bundle:
         format: ``ipmn-service`` or ``ipmn-verifier``.
         version: the format version.
         config: the JSON header: ``image_size``, the networks' configs (``embedder``/``inn`` or
-            ``extractor``), ``threshold`` (verifier), ``ipmn_version``, ``source`` (checkpoint it came from).
+            ``extractor``), ``threshold`` (verifier), optional ``clean_nc_reference`` (verifier: R's NCs on
+            clean images), ``ipmn_version``, ``source`` (checkpoint it came from).
         tensors: every tensor, keyed by its name (``embedder.*``, ``inn.*``, ``extractor.*``, ``watermark``).
     """
 
@@ -154,7 +158,10 @@ def _extractor_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, Tensor],
 
 
 def export_verifier_bundle(
-    extractor_ckpt: str | os.PathLike[str], path: str | os.PathLike[str], threshold: float | None = None
+    extractor_ckpt: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    threshold: float | None = None,
+    clean_nc_reference: Sequence[float] | None = None,
 ) -> Path:
     """Write the verifier bundle (R, w, NC threshold) of an extractor checkpoint.
 
@@ -162,18 +169,116 @@ def export_verifier_bundle(
         extractor_ckpt: the extractor-enhancement (phase 3b) checkpoint when there is one, else phase 1.
         path: the ``.safetensors`` file to write (atomically).
         threshold: NC above which an image verifies; default: phase 1's ``nc_threshold`` (0.95, paper §4).
+        clean_nc_reference: NCs this R gives on clean images (no watermark), stored in the header so that
+            ``ipmn verify`` can turn observed NCs into p-values; ``None``: no reference.
 
     Returns:
         ``path``.
+
+    Raises:
+        ValueError: ``threshold`` not in (0, 1), or a reference NC that is not a finite number in [-1, 1].
     """
     extractor, state, default_threshold = _extractor_checkpoint(str(extractor_ckpt))
+    threshold = float(default_threshold if threshold is None else threshold)
+    if not 0 < threshold < 1:
+        raise ValueError(f"export_verifier_bundle: threshold must be in (0, 1), got {threshold}")
     config = {
         "extractor": {**extractor, "dilations": list(extractor["dilations"])},
         "image_size": int(state["watermark"].shape[-1]),
-        "threshold": float(default_threshold if threshold is None else threshold),
+        "threshold": threshold,
         "source": Path(extractor_ckpt).name,
     }
+    if clean_nc_reference is not None:
+        reference = [float(v) for v in clean_nc_reference]
+        if not all(math.isfinite(v) and -1 <= v <= 1 for v in reference):
+            raise ValueError("export_verifier_bundle: clean_nc_reference must hold finite NCs in [-1, 1]")
+        config["clean_nc_reference"] = reference
     return _write(path, VERIFIER_FORMAT, config, _tensors(state, ("extractor",)))
+
+
+#: Ranges of the header fields (inclusive): wide enough for any real network, small enough that a damaged or
+#: hostile header cannot make the loader allocate until the machine runs out of memory.
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "image_size": (8, 4096),
+    "embedder.image_size": (8, 4096),
+    "embedder.ngf": (1, 512),
+    "inn.num_blocks": (1, 64),
+    "inn.growth": (1, 1024),
+    "extractor.channels": (1, 1024),
+}
+_MAX_REFERENCE = 1_000_000
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_config(file: Path, fmt: str, config: Any, tensors: dict[str, Tensor]) -> None:
+    """Check the types and ranges of the header fields before any network is built (BundleError otherwise)."""
+
+    def bad(name: str, value: Any, expected: str) -> BundleError:
+        return BundleError(f"{file}: header field {name!r} is {value!r}, expected {expected}; re-export the bundle")
+
+    if not isinstance(config, dict):
+        raise BundleError(f"{file}: damaged bundle header (config is not a JSON object)")
+    for kind in _NETWORKS[fmt]:
+        if not isinstance(config.get(kind), dict):
+            raise BundleError(f"{file}: the header has no {kind!r} config; re-export the bundle")
+    for name, (low, high) in _INT_RANGES.items():
+        kind, _, key = name.rpartition(".")
+        section = config.get(kind) if kind else config
+        if kind and kind not in _NETWORKS[fmt]:
+            continue
+        value = section.get(key) if isinstance(section, dict) else None
+        if not _is_int(value) or not low <= value <= high:
+            raise bad(name, value, f"an integer in [{low}, {high}]")
+    if "embedder" in config:
+        embedder = config["embedder"]
+        if embedder["image_size"] != config["image_size"]:
+            raise bad("embedder.image_size", embedder["image_size"], f"the bundle's image_size {config['image_size']}")
+        if embedder.get("num_downs") is not None and not (
+            _is_int(embedder["num_downs"]) and 1 <= embedder["num_downs"] <= 12
+        ):
+            raise bad("embedder.num_downs", embedder["num_downs"], "null or an integer in [1, 12]")
+        if not isinstance(embedder.get("residual", False), bool):
+            raise bad("embedder.residual", embedder["residual"], "true or false")
+    if "inn" in config:
+        clamp = config["inn"].get("clamp")
+        if not _is_real(clamp) or not 0 < clamp <= 100:
+            raise bad("inn.clamp", clamp, "a finite number in (0, 100]")
+        if not isinstance(config["inn"].get("wavelet", "haar"), str):
+            raise bad("inn.wavelet", config["inn"]["wavelet"], "a string")
+    if "extractor" in config:
+        dilations = config["extractor"].get("dilations")
+        if (
+            not isinstance(dilations, list)
+            or not 1 <= len(dilations) <= 32
+            or not all(_is_int(d) and 1 <= d <= 64 for d in dilations)
+        ):
+            raise bad("extractor.dilations", dilations, "a list of 1 to 32 integers in [1, 64]")
+    if fmt == VERIFIER_FORMAT:
+        threshold = config.get("threshold")
+        if not _is_real(threshold) or not 0 < threshold < 1:
+            raise bad("threshold", threshold, "a number in (0, 1) (NC above it verifies)")
+        reference = config.get("clean_nc_reference")
+        if reference is not None and (
+            not isinstance(reference, list)
+            or len(reference) > _MAX_REFERENCE
+            or not all(_is_real(v) and -1 <= v <= 1 for v in reference)
+        ):
+            raise bad("clean_nc_reference", "[...]" if isinstance(reference, list) else reference,
+                      f"null or a list of at most {_MAX_REFERENCE} NCs in [-1, 1]")  # fmt: skip
+    size = config["image_size"]
+    watermark = tensors.get("watermark")
+    if watermark is not None and (tuple(watermark.shape) != (3, size, size) or not watermark.is_floating_point()):
+        raise BundleError(
+            f"{file}: the watermark tensor is {tuple(watermark.shape)} {watermark.dtype}, but the header's "
+            f"image_size {size} needs a (3, {size}, {size}) float tensor; re-export the bundle"
+        )
 
 
 def load_bundle(path: str | os.PathLike[str], expected_format: BundleFormat) -> Bundle:
@@ -188,7 +293,9 @@ def load_bundle(path: str | os.PathLike[str], expected_format: BundleFormat) -> 
 
     Raises:
         BundleError: missing file, not a safetensors file (or corrupt), not an IPMN bundle, the other kind of
-            bundle, an unsupported format version, or missing/mismatched tensors; the message names the file.
+            bundle, an unsupported format version, a header field of the wrong type or out of range
+            (``threshold`` in (0, 1), ``image_size`` in [8, 4096], ...), or missing/mismatched tensors; the
+            message names the file and the field.
     """
     from safetensors import safe_open
 
@@ -218,14 +325,28 @@ def load_bundle(path: str | os.PathLike[str], expected_format: BundleFormat) -> 
             f"{file} has bundle format version {version}; this ipmn-lightning {__version__} reads version "
             f"{FORMAT_VERSION}; use the ipmn that wrote it ({config.get('ipmn_version', '?')}) or re-export"
         )
+    _check_config(file, fmt, config, tensors)
     bundle = Bundle(file, fmt, version, config, tensors)
     missing = [] if "watermark" in tensors else ["watermark"]
+    wrong = []
     for kind in _NETWORKS[fmt]:
-        if kind not in config:
-            raise BundleError(f"{file}: the header has no {kind!r} config; re-export the bundle")
-        expected = build(kind, config[kind]).state_dict()
-        missing += [f"{kind}.{k}" for k in expected if f"{kind}.{k}" not in tensors]
+        try:
+            # on the meta device: no memory is allocated, so a header asking for a huge network costs nothing;
+            # the real network is built only once its shapes match the tensors actually in the file
+            with torch.device("meta"):
+                expected = build(kind, config[kind]).state_dict()
+        except (TypeError, ValueError, RuntimeError, NotImplementedError) as err:
+            raise BundleError(f"{file}: header field {kind!r} is not a valid network config ({err})") from err
+        for key, value in expected.items():
+            name = f"{kind}.{key}"
+            if name not in tensors:
+                missing.append(name)
+            elif tuple(tensors[name].shape) != tuple(value.shape):
+                wrong.append(f"{name} {tuple(tensors[name].shape)} (the header's {kind!r} needs {tuple(value.shape)})")
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise BundleError(f"{file} is incomplete: missing tensors {shown}; re-export the bundle")
+    if wrong:
+        shown = ", ".join(wrong[:3]) + (f" and {len(wrong) - 3} more" if len(wrong) > 3 else "")
+        raise BundleError(f"{file}: tensors do not fit the header's network config: {shown}; re-export the bundle")
     return bundle

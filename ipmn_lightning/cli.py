@@ -7,9 +7,13 @@ picks the phase module and the data module is shared. Every other command is a p
 
 from __future__ import annotations
 
+import importlib
 import os
+import pickle
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
@@ -39,7 +43,8 @@ workflow (the roles of paper §3.1):
                ipmn verify --bundle verifier.safetensors --images DIR_OR_FILE --report report.json
 
 tools:
-  masks      mask store helpers: `ipmn masks pairs` writes pairs.csv for a dataset, `ipmn masks check` validates a store
+  masks      mask store helpers: `ipmn masks pairs` writes pairs.csv for a dataset, `ipmn masks generate` makes
+             the masks offline (faces extra), `ipmn masks check` validates a store
 """
 
 
@@ -47,7 +52,62 @@ class IPMNCLI(LightningCLI):
     """LightningCLI with the image size shared between the data module and the phase module.
 
     A ``WandbLogger`` without a ``name`` gets the phase's name (``watermark_pretrain``, ...) except in sweeps.
+    Every checkpoint a command loads (``--ckpt_path``, local or a URL) is read with ``weights_only=True``, so
+    a crafted checkpoint cannot run code (``--weights_only false`` is refused), and a local ``--ckpt_path``
+    must come from the phase the config trains.
     """
+
+    def _parse_ckpt_path(self) -> None:
+        """Refuse a local ``--ckpt_path`` of another phase before Lightning reads its hyper-parameters.
+
+        Lightning applies the checkpoint's hyper-parameters, ``_class_path`` included, to the config, which
+        would silently swap a phase-1 config's model for the checkpoint's phase-2 module.
+        """
+        from .modules.base import load_phase_checkpoint
+
+        subcommand = self.config.get("subcommand")
+        config = self.config.get(subcommand) if subcommand else None
+        ckpt_path = config.get("ckpt_path") if config is not None else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            module_name, _, name = str(config.get("model.class_path") or "").rpartition(".")
+            try:
+                phase = getattr(getattr(importlib.import_module(module_name), name, None), "phase", None)
+            except (ImportError, ValueError):  # not resolvable here: Lightning reports the class itself
+                phase = None
+            if phase is not None:
+                load_phase_checkpoint(ckpt_path, "--ckpt_path", phase)  # CheckpointError: unreadable, other phase
+        super()._parse_ckpt_path()
+
+    def _run_trainer(self, subcommand: str, **kwargs: Any) -> Any:
+        """``trainer.<subcommand>(...)`` with ``weights_only=True`` (Lightning's default for URLs is False)."""
+        from .modules.base import CheckpointError
+
+        if kwargs.get("weights_only") is False:
+            raise CheckpointError("--weights_only false is refused: checkpoints are always loaded weights-only")
+        kwargs["weights_only"] = True
+        try:
+            return getattr(self.trainer, subcommand)(**kwargs)
+        except pickle.UnpicklingError as err:
+            raise CheckpointError(
+                f"--ckpt_path {kwargs.get('ckpt_path')}: refused, it holds objects a weights-only load does not "
+                f"allow (a checkpoint that could run code, or not a checkpoint of this library): {err}"
+            ) from err
+
+    def fit(self, **kwargs: Any) -> Any:
+        """``ipmn fit``: Trainer.fit, loading ``--ckpt_path`` weights-only."""
+        return self._run_trainer("fit", **kwargs)
+
+    def validate(self, **kwargs: Any) -> Any:
+        """``ipmn validate``: Trainer.validate, loading ``--ckpt_path`` weights-only."""
+        return self._run_trainer("validate", **kwargs)
+
+    def test(self, **kwargs: Any) -> Any:
+        """``ipmn test``: Trainer.test, loading ``--ckpt_path`` weights-only."""
+        return self._run_trainer("test", **kwargs)
+
+    def predict(self, **kwargs: Any) -> Any:
+        """``ipmn predict``: Trainer.predict, loading ``--ckpt_path`` weights-only."""
+        return self._run_trainer("predict", **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Link ``data.image_size`` to every phase's ``image_size``."""
@@ -101,7 +161,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ipmn-lightning {__version__}")
         return 0
     if args[0] in TRAINER_COMMANDS:
-        build_cli(None if argv is None else args)
+        from .modules.base import CheckpointError
+
+        try:
+            build_cli(None if argv is None else args)
+        except CheckpointError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         return 0
     from .tools import run_tool
 

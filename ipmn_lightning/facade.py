@@ -4,8 +4,9 @@
 - receiver: :meth:`IPMN.recover` takes the mask off (the INN's put-off with a Gaussian z);
 - IP verifier: :meth:`IPMN.extract` and :meth:`IPMN.verify` run the owner's extractor R.
 
-Every method takes a (3, H, W) or (B, 3, H, W) float tensor in [0, 1], a PIL image, or a list of PIL
-images, and returns the same kind. Images of another size than the bundle's are resized (the whole image,
+Every method takes a (3, H, W) or (B, 3, H, W) float tensor in [0, 1] (or a uint8 tensor in [0, 255], scaled
+by 1/255; other integer tensors are refused), a PIL image, or a list of PIL images, and returns the same kind
+(float tensors for tensor input). Images of another size than the bundle's are resized (the whole image,
 squashed to a square: bilinear with antialiasing for tensors, Lanczos for PIL images), so outputs are
 always at the bundle's image size. Tensors come back on the device they came from.
 """
@@ -24,7 +25,7 @@ from torch import Tensor
 
 from .bundle import SERVICE_FORMAT, VERIFIER_FORMAT, Bundle, load_bundle
 from .metrics import normalized_correlation, quantize_8bit
-from .utils import pil_to_tensor, tensor_to_pil
+from .utils import pil_to_tensor, rgb_image, tensor_to_pil
 
 __all__ = ["IPMN", "Verification"]
 
@@ -114,7 +115,15 @@ class IPMN:
             if kind is None or images.shape[-3] != 3:
                 raise ValueError(f"{name}: expected a (3, H, W) or (B, 3, H, W) tensor, got {tuple(images.shape)}")
             batch = images.unsqueeze(0) if kind == "tensor3" else images
-            batch = batch.to(self.device, torch.float32)
+            if batch.dtype == torch.uint8:  # 8-bit pixels (torchvision.io.decode_image, numpy arrays): 0-255
+                batch = batch.to(self.device, torch.float32).div_(255.0)
+            elif batch.is_floating_point():
+                batch = batch.to(self.device, torch.float32)
+            else:
+                raise TypeError(
+                    f"{name}: expected a float tensor in [0, 1] or a uint8 tensor in [0, 255], got {batch.dtype}; "
+                    "convert it first, e.g. x.float() / 65535 for 16-bit pixels"
+                )
             if batch.shape[-2:] != (self.image_size, self.image_size):
                 size = (self.image_size, self.image_size)
                 batch = F.interpolate(batch, size=size, mode="bilinear", antialias=True, align_corners=False)
@@ -127,7 +136,7 @@ class IPMN:
 
     def _pil_batch(self, images: list[Image.Image]) -> Tensor:
         size = (self.image_size, self.image_size)
-        resized = [i if i.size == size else i.convert("RGB").resize(size, Image.Resampling.LANCZOS) for i in images]
+        resized = [i if i.size == size else rgb_image(i).resize(size, Image.Resampling.LANCZOS) for i in images]
         return torch.stack([pil_to_tensor(i) for i in resized]).to(self.device)
 
     @staticmethod

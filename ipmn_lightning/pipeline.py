@@ -43,8 +43,10 @@ from .utils import atomic_write_text
 __all__ = [
     "MANIFEST",
     "PhaseSpec",
+    "clean_nc_reference",
     "export_bundles",
     "load_manifest",
+    "newest_last_checkpoint",
     "phase_kind",
     "pipeline",
     "run_pipeline",
@@ -113,9 +115,24 @@ def _checkpoint_callbacks(config: str, dirpath: Path) -> str:
     for index, callback in enumerate(checkpoints):
         init_args = dict(callback.get("init_args") or {}, dirpath=str(dirpath))
         if index == 0:
-            init_args["save_last"] = True
+            # always last.ckpt: with the version counter a rerun would write last-v1.ckpt and leave the next
+            # phase (and the next resume) reading the stale last.ckpt
+            init_args.update(save_last=True, enable_version_counter=False)
         callback["init_args"] = init_args
     return "--trainer.callbacks=" + json.dumps(callbacks)
+
+
+def newest_last_checkpoint(folder: str | os.PathLike[str]) -> Path | None:
+    """The newest ``last*.ckpt`` of a checkpoint folder (``last.ckpt``, or a ``last-vN.ckpt`` of an older rerun).
+
+    Args:
+        folder: a phase's ``checkpoints`` folder.
+
+    Returns:
+        The most recently written one, or ``None`` when there is none.
+    """
+    candidates = [p for p in Path(folder).glob("last*.ckpt") if p.is_file() and not p.name.startswith(".")]
+    return max(candidates, key=lambda p: (p.stat().st_mtime_ns, p.name)) if candidates else None
 
 
 def _relative(path: str | Path, root: Path) -> str:
@@ -246,7 +263,7 @@ def pipeline(
             record["reused"] = True
         else:
             args = _phase_args(spec, model_class, root, done, extra)
-            last = root / "checkpoints" / "last.ckpt"
+            last = newest_last_checkpoint(root / "checkpoints") or root / "checkpoints" / "last.ckpt"
             resumed = last.is_file()
             args += [f"--ckpt_path={last}"] if resumed else []
             print(f"{step} ({kind}): {'resuming from ' + str(last) if resumed else 'training'}", flush=True)
@@ -283,7 +300,8 @@ def pipeline(
         save()
     manifest["run_time_s"] = time.time() - started
     manifest["wall_time_s"] = sum(p.get("wall_time_s", 0.0) for p in manifest["phases"])
-    manifest["bundles"] = export_bundles(out, done)
+    data = next((r["data"] for r in reversed(manifest["phases"]) if r.get("data")), None)
+    manifest["bundles"] = export_bundles(out, done, data)
     save()
     if evaluate and done["phase1"] and done["phase2"]:
         from .evaluation import run_evaluation
@@ -296,8 +314,51 @@ def pipeline(
     return 0
 
 
-def export_bundles(out: Path, done: dict[str, list[str]]) -> dict[str, str]:
-    """Write ``<out>/bundles/``: ``service.safetensors`` (phase 2), ``verifier.safetensors`` (R)."""
+def clean_nc_reference(
+    verifier: str | os.PathLike[str],
+    data: dict[str, Any],
+    service: str | os.PathLike[str] | None = None,
+    limit: int = 1536,
+) -> list[float]:
+    """R's NCs on clean images of the test split, as 8-bit images: x_m, x_p and (with ``service``) x'_p.
+
+    These are the images an owner must never confuse with watermarked ones; ``ipmn verify`` turns an
+    observed NC into a p-value against them.
+
+    Args:
+        verifier: the verifier bundle (R, w).
+        data: the data module's arguments (as recorded in the manifest).
+        service: the service bundle, to add the recovered faces x'_p (z seeded per batch).
+        limit: at most this many NCs.
+
+    Returns:
+        The NCs, in the test split's order (x_m, x_p, x'_p per batch).
+    """
+    from .data.datamodule import FaceSwapDataModule
+    from .facade import IPMN
+    from .metrics import quantize_8bit
+
+    model = IPMN.load(service_bundle=service, verifier_bundle=verifier)
+    module = FaceSwapDataModule(**{**data, "num_workers": 0, "flip": False})
+    module.setup("test")
+    ncs: list[float] = []
+    for index, batch in enumerate(module.test_dataloader()):
+        sources = [batch["mask"], batch["protected"]]
+        if model.inn is not None:
+            sources.append(model.recover(model.protect(batch["protected"], batch["mask"]), seed=index)[0])
+        for images in sources:
+            ncs += [v.nc for v in model.verify(quantize_8bit(images))]
+        if len(ncs) >= limit:
+            break
+    return ncs[:limit]
+
+
+def export_bundles(out: Path, done: dict[str, list[str]], data: dict[str, Any] | None = None) -> dict[str, str]:
+    """Write ``<out>/bundles/``: ``service.safetensors`` (phase 2), ``verifier.safetensors`` (R).
+
+    With ``data`` (the data module's arguments), the verifier bundle also carries ``clean_nc_reference``: R's NCs
+    on the clean images of the test split (:func:`clean_nc_reference`).
+    """
     from .bundle import export_service_bundle, export_verifier_bundle
 
     bundles: dict[str, str] = {}
@@ -306,6 +367,14 @@ def export_bundles(out: Path, done: dict[str, list[str]]) -> dict[str, str]:
     extractor = (done["enhance"] or done["phase1"] or [None])[-1]
     if extractor is not None:
         bundles["verifier"] = str(export_verifier_bundle(extractor, out / "bundles" / "verifier.safetensors"))
+        if data:
+            try:
+                reference = clean_nc_reference(bundles["verifier"], data, bundles.get("service"))
+            except (OSError, ValueError) as err:  # the data moved or changed: the bundle stays usable without it
+                print(f"warning: verifier bundle without clean_nc_reference ({type(err).__name__}: {err})")
+            else:
+                export_verifier_bundle(extractor, bundles["verifier"], clean_nc_reference=reference)
+                print(f"verifier bundle: {len(reference)} clean-image reference NCs (for p-values in ipmn verify)")
     for role, path in bundles.items():
         print(f"{role} bundle: {path}")
     return {role: _relative(path, out) for role, path in bundles.items()}

@@ -81,12 +81,74 @@ def masks_check(
     return 1 if problems else 0
 
 
+def masks_generate(
+    *,
+    root: str,
+    source: Literal["celeba", "folder"] = "celeba",
+    store: str | None = None,
+    generator: Literal["landmark"] = "landmark",
+    image_size: int = 256,
+    workers: int = 1,
+    shard: str = "0/1",
+    seed: int = 0,
+    identity_sample: int = 32,
+    progress: bool = True,
+) -> int:
+    """Fill the mask store with generated masks x_m = MG(x_p, x_r); prints a JSON summary.
+
+    Creates ``pairs.csv`` if absent (as ``ipmn masks pairs``), finds every face once, re-pairs a row whose
+    replacement has no detectable face, makes and atomically writes each mask, and logs every row so a
+    rerun does only what is left. Needs the ``faces`` extra (``pip install "ipmn-lightning[faces]"``).
+
+    Args:
+        root: the dataset folder (CelebA: the folder holding ``img_align_celeba/``).
+        source: dataset layout.
+        store: mask store folder (default ``<root>/masks_store``).
+        generator: the mask generator (``landmark``: an offline CPU face swap on dlib landmarks).
+        image_size: side of the square masks in pixels (train with ``data.image_size`` <= this).
+        workers: processes (1: this process).
+        shard: ``K/N``: make only shard K of N (N processes or machines sharing the store fill it without
+            overlap; rerun once without ``--shard`` after all finish, or let the last one finish it).
+        seed: seed of the pairing and of re-pairing.
+        identity_sample: new masks checked with dlib's recogniser for the summary's identity statistics.
+        progress: show progress bars (rate and ETA) on stderr.
+
+    Returns:
+        0 when the run finished (rows that could not be masked are listed in the summary and, once the
+        store is complete, dropped from ``pairs.csv``), 1 on an error.
+    """
+    import json
+
+    from .faces.analysis import FacesExtraMissingError, require_faces_extra
+    from .faces.generate import generate_masks
+
+    try:
+        require_faces_extra("ipmn masks generate")
+        summary = generate_masks(
+            root,
+            source=source,
+            store=store,
+            generator=generator,
+            image_size=image_size,
+            workers=workers,
+            shard=shard,
+            seed=seed,
+            progress=progress,
+            identity_sample=identity_sample,
+        )
+    except (FacesExtraMissingError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 from .evaluation import evaluate  # noqa: E402 - the workflow commands
 from .pipeline import pipeline  # noqa: E402
 from .roles import protect, recover, verify  # noqa: E402
 
 TOOLS: dict[str, Any] = {
-    "masks": {"pairs": masks_pairs, "check": masks_check},
+    "masks": {"pairs": masks_pairs, "generate": masks_generate, "check": masks_check},
     "pipeline": pipeline,
     "protect": protect,
     "recover": recover,

@@ -24,6 +24,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "pil_to_tensor",
+    "rgb_image",
     "tensor_to_pil",
 ]
 
@@ -152,16 +153,60 @@ def tensor_to_pil(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr.permute(1, 2, 0).contiguous().numpy())
 
 
+def rgb_image(img: Image.Image) -> Image.Image:
+    """Convert a PIL image of any mode to 8-bit RGB, scaling high-bit-depth greyscale correctly.
+
+    PIL's own ``convert("RGB")`` clips 16-bit and float pixels to 0-255, which turns a 16-bit greyscale PNG
+    white and a float TIFF black. Here ``I;16*`` (16-bit) and ``I`` (32-bit integer, as some readers open
+    16-bit PNGs; values must be in 0-65535) are scaled by 1/65535, ``F`` (32-bit float) must hold values in
+    [0, 1]; every other mode goes through ``convert("RGB")`` (alpha dropped).
+
+    Args:
+        img: any PIL image.
+
+    Returns:
+        The RGB image (``img`` itself when already RGB).
+
+    Raises:
+        ValueError: an ``I`` image with values outside 0-65535, or an ``F`` image with values outside [0, 1]
+            or not finite.
+    """
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        arr = np.asarray(img).astype(np.float64)
+        if img.mode == "F":
+            if not np.isfinite(arr).all() or arr.min(initial=0) < -1e-6 or arr.max(initial=0) > 1 + 1e-6:
+                raise ValueError(
+                    "a 32-bit float image must hold values in [0, 1] "
+                    f"(this one spans {arr.min(initial=0):g} to {arr.max(initial=0):g}); save it as 8- or 16-bit"
+                )
+            scaled = arr
+        else:
+            if arr.min(initial=0) < 0 or arr.max(initial=0) > 65535:
+                raise ValueError(
+                    f"a 32-bit integer image must hold 16-bit values 0-65535 (this one spans {arr.min():g} to "
+                    f"{arr.max():g}); save it as 8- or 16-bit"
+                )
+            scaled = arr / 65535.0
+        grey = np.clip(np.round(scaled * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    return img.convert("RGB")
+
+
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """Convert a PIL image to an RGB float tensor.
 
     Args:
-        img: any PIL image; it is converted to RGB (alpha is dropped).
+        img: any PIL image; it is converted to RGB with :func:`rgb_image` (alpha dropped, 16-bit and float
+            greyscale scaled correctly).
 
     Returns:
         ``(3, H, W)`` float32 in [0, 1].
+
+    Raises:
+        ValueError: a float image outside [0, 1] or an integer image outside 16 bits (see :func:`rgb_image`).
     """
-    if img.mode != "RGB":
-        img = img.convert("RGB")
+    img = rgb_image(img)
     arr = np.array(img, dtype=np.uint8, copy=True)
     return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)

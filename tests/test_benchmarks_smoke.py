@@ -134,8 +134,50 @@ def test_speed_quick_run_writes_the_json_structure(speed: ModuleType, tmp_path: 
     for row in loaded["data"]:
         assert row["images"] > 0 and row["batch_shape"] == [2, 3, 32, 32]
         assert _finite_positive(row["ratio_to_phase2"]) and isinstance(row["ratio_ok"], bool)
-    assert set(loaded["checks"]) == {"coupling_speedup_ok", "coupling_equal_ok", "data_ratio_ok"}
+    assert set(loaded["checks"]) == {
+        "coupling_speedup_ok", "coupling_equal_ok", "data_ratio_ok", "inn_fraction_of_peak_ok"
+    }  # fmt: skip
     assert "Coupling network step" in speed.format_table(results)
+
+    # issue 16: FLOPs, GFLOP/s and the fraction of the matmul peak measured in the same run
+    assert _finite_positive(loaded["peak"]["best"]["fp32"]) and loaded["peak"]["start"]["fp32"]["n"] > 0
+    for row in loaded["training"] + loaded["inference"]:
+        assert row["flops"] > 0 and _finite_positive(row["gflops_per_s"]), row["name"]
+        assert row["fraction_of_peak"] == pytest.approx(row["gflops_per_s"] / loaded["peak"]["best"]["fp32"])
+    assert 0 < coupling["ours_flops"] < next(r["flops"] for r in loaded["training"] if r["name"] == "phase2")
+    assert _finite_positive(coupling["ours_fraction_of_peak"])
+    assert isinstance(loaded["checks"]["inn_fraction_of_peak_ok"], bool)
+    assert "of peak" in speed.format_table(results)
+
+
+def test_gpu_script_dry_run_on_cpu(speed: ModuleType, tmp_path: Path) -> None:
+    """benchmarks/gpu.py --dry-run: the GPU benchmark's code paths with tiny networks on CPU (compile left out:
+    inductor's CPU compilation alone takes minutes on 2 cores)."""
+    gpu = _load("gpu")
+    out = tmp_path / "gpu.json"
+    gpu.main(["--dry-run", "--sections", "phases,inn_impl,channels_last,bf16_run", "--precisions", "fp32,bf16",
+              "--run-steps", "2", "--out", str(out)])  # fmt: skip
+    loaded = json.loads(out.read_text())
+    assert loaded["dry_run"] is True and _finite_positive(loaded["peak"]["best"]["fp32"])
+    phases = [(r["name"], r["precision"]) for r in loaded["phases"]]
+    assert phases == [(p, k) for p in ("phase1", "phase2", "steal", "enhance") for k in ("fp32", "bf16")]
+    for row in loaded["phases"]:
+        assert "error" not in row, row
+        assert _finite_positive(row["step_s"]) and row["flops"] > 0 and _finite_positive(row["fraction_of_peak"])
+    assert {r["variant"] for r in loaded["inn_impl"]} == {"split", "concat"}
+    assert {r["variant"] for r in loaded["channels_last"]} == {"contiguous", "channels_last"}
+    runs = loaded["bf16_run"]["runs"]
+    assert set(runs) == {"32-true", "bf16-mixed"}
+    for r in runs.values():
+        assert len(r["loss"]) == 2 and r["nan_steps"] == 0 and r["skipped_steps"] == 0
+
+
+def test_flop_count_of_a_matmul(speed: ModuleType) -> None:
+    cfg = speed.make_config("cpu", quick=True)
+    a, b = torch.rand(8, 16), torch.rand(16, 4)
+    assert speed.count_flops(lambda: a @ b, cfg) == 2 * 8 * 16 * 4
+    cfg.flops = False
+    assert speed.count_flops(lambda: a @ b, cfg) is None
 
 
 def test_speed_main_parses_arguments_and_writes_the_file(speed: ModuleType, tmp_path: Path) -> None:
@@ -164,3 +206,21 @@ def test_fit_batch_halves_on_cuda_out_of_memory_and_says_why(speed: ModuleType) 
     assert speed.fit_batch(cfg, "phase1", run, even=True) == 2
     assert tried == [8, 4, 2] and cfg.batches["phase1"] == 2
     assert "out of memory" in cfg.batch_notes["phase1"]
+
+
+def test_robustness_benchmark_reports_every_attack(checkpoints, fake_folder, tmp_path) -> None:
+    from ipmn_lightning.bundle import export_service_bundle, export_verifier_bundle
+
+    bundles = tmp_path / "run" / "bundles"
+    export_service_bundle(checkpoints["phase2"], bundles / "service.safetensors")
+    export_verifier_bundle(checkpoints["enhance"], bundles / "verifier.safetensors")
+    out = tmp_path / "robustness.json"
+    robustness = _load("robustness")
+    assert robustness.main(["--run", str(tmp_path / "run"), "--faces", str(fake_folder), "--donors", "2",
+                            "--out", str(out)]) == 0  # fmt: skip
+    result = json.loads(out.read_text())
+    assert set(result["sr_e_masked_face"]) == set(robustness.ATTACKS)
+    assert result["test_faces"] >= 2 and result["image_size"] == 32
+    rates = [*result["sr_e_masked_face"].values(), *result["fpr"].values()]
+    rates += [v for k, v in result["forgery_transplant"].items() if k.startswith("x")]
+    assert all(0.0 <= r["verified"] <= 1.0 and r["nc_min"] <= r["nc_mean"] <= r["nc_max"] for r in rates)

@@ -99,6 +99,20 @@ def test_pipeline_exports_bundles_and_report(full_run):
     assert "unet" in json.loads((full_run / "report.json").read_text())["table10"]
 
 
+def test_verifier_bundle_carries_clean_reference_ncs(full_run):
+    """x_m, x_p and x'_p of the 4 test images: the reference of `ipmn verify`'s p-values."""
+    from ipmn_lightning.pipeline import clean_nc_reference
+
+    verifier = load_bundle(full_run / "bundles/verifier.safetensors", "ipmn-verifier")
+    reference = verifier.config["clean_nc_reference"]
+    assert len(reference) == 12 and all(-1 <= v <= 1 for v in reference)
+    manifest = json.loads((full_run / "manifest.json").read_text())
+    data = manifest["phases"][-1]["data"]
+    bundles = full_run / "bundles"
+    again = clean_nc_reference(bundles / "verifier.safetensors", data, bundles / "service.safetensors")
+    assert again == pytest.approx(reference)  # deterministic: fixed data, seeded z
+
+
 def test_resume_skips_finished_and_continues_interrupted(tmp_path):
     first = write_pipeline(tmp_path, FULL[:1])
     run_pipeline(first, evaluate=False)
@@ -148,7 +162,8 @@ def test_checkpoint_callback_is_pinned(tmp_path):
     config.write_text(yaml.safe_dump({"trainer": {"callbacks": [monitor, checkpoint]}}))
     callbacks = json.loads(_checkpoint_callbacks(str(config), tmp_path / "ck").split("=", 1)[1])
     assert callbacks[0] == {"class_path": "pytorch_lightning.callbacks.LearningRateMonitor"}
-    assert callbacks[1]["init_args"] == {"filename": "x", "dirpath": str(tmp_path / "ck"), "save_last": True}
+    pinned = {"filename": "x", "dirpath": str(tmp_path / "ck"), "save_last": True, "enable_version_counter": False}
+    assert callbacks[1]["init_args"] == pinned
     config.write_text(yaml.safe_dump({"trainer": {"max_epochs": 1}}))
     (added,) = json.loads(_checkpoint_callbacks(str(config), tmp_path / "ck").split("=", 1)[1])
     assert added["class_path"].endswith("ModelCheckpoint") and added["init_args"]["save_last"] is True

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 Source = Literal["synthetic", "celeba", "folder"]
 Split = Literal["train", "val", "test"]
@@ -38,6 +38,12 @@ class FaceSwapDataModule(pl.LightningDataModule):
         test_fraction: share of a ``folder`` dataset used for testing.
         check_store: validate the mask store against its images before training (every problem is
             reported at once, before the first epoch).
+        train_fraction: train on this share of the training split (``1.0``: all of it).
+        train_limit: train on at most this many training triplets (``None``: no limit). With
+            ``train_fraction``, the smaller of the two counts. The subset is drawn once from ``seed`` alone,
+            so it is the same on every DDP rank (each then reads its share of it), in every epoch and after a
+            resume; validation and test splits are never reduced. An epoch is a pass over the subset, so the
+            paper's epoch counts cost ``epochs * subset / batch`` steps (see the cost table in README.md).
     """
 
     def __init__(
@@ -56,6 +62,8 @@ class FaceSwapDataModule(pl.LightningDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         check_store: bool = True,
+        train_fraction: float = 1.0,
+        train_limit: int | None = None,
     ) -> None:
         super().__init__()
         if image_size < 8 or image_size % 2:
@@ -64,6 +72,13 @@ class FaceSwapDataModule(pl.LightningDataModule):
             raise ValueError(
                 f"source={source!r} needs the dataset folder: set data.root (e.g. --data.root=/data/celeba)"
             )
+        if not 0.0 < train_fraction <= 1.0:
+            raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction} (e.g. --data.train_fraction=0.1)")
+        if train_limit is not None and train_limit < 1:
+            raise ValueError(f"train_limit must be >= 1 or null, got {train_limit} (e.g. --data.train_limit=20000)")
+        for name, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r} (e.g. --data.{name}=8)")
         self.save_hyperparameters()
         self.source = source
         self.root = Path(root).expanduser() if root else None
@@ -81,6 +96,8 @@ class FaceSwapDataModule(pl.LightningDataModule):
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.check_store = check_store
+        self.train_fraction = train_fraction
+        self.train_limit = train_limit
         self._datasets: dict[str, Dataset] = {}
 
     # ------------------------------------------------------------------ datasets
@@ -90,7 +107,27 @@ class FaceSwapDataModule(pl.LightningDataModule):
         return self.root / "img_align_celeba" if self.source == "celeba" else self.root
 
     def build_dataset(self, split: Split) -> Dataset:
-        """Build the dataset of one split."""
+        """Build the dataset of one split (the training split reduced by ``train_fraction``/``train_limit``)."""
+        dataset = self._build_full_dataset(split)
+        return self.train_subset(dataset) if split == "train" else dataset
+
+    def train_subset(self, dataset: Dataset) -> Dataset:
+        """The deterministic training subset of ``dataset``, or ``dataset`` itself when that is all of it.
+
+        ``min(round(train_fraction * n), train_limit)`` triplets (at least one), drawn without replacement by a
+        generator seeded with ``seed`` only (no rank, no epoch) and kept in index order.
+        """
+        n = len(dataset)  # type: ignore[arg-type]
+        k = max(1, round(self.train_fraction * n))
+        if self.train_limit is not None:
+            k = min(k, self.train_limit)
+        if k >= n:
+            return dataset
+        generator = torch.Generator().manual_seed(self.seed)
+        indices = torch.randperm(n, generator=generator)[:k].sort().values.tolist()
+        return Subset(dataset, indices)
+
+    def _build_full_dataset(self, split: Split) -> Dataset:
         if self.source == "synthetic":
             from .synthetic import SyntheticFaceSwapDataset
 
@@ -176,8 +213,8 @@ class FaceSwapDataModule(pl.LightningDataModule):
         trainer = self.trainer
         if self.flip and trainer is not None and trainer.training:
             flip = torch.rand(batch["protected"].shape[0], device=batch["protected"].device) < 0.5
-            if flip.any():
-                for key in IMAGE_KEYS:
-                    images = batch[key]
-                    batch[key] = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+            # no `if flip.any()`: on a GPU that would wait for the device every step (issue 16)
+            for key in IMAGE_KEYS:
+                images = batch[key]
+                batch[key] = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
         return batch

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from PIL import Image, ImageOps
 
-from ipmn_lightning.utils import pil_to_tensor
+from ipmn_lightning.utils import pil_to_tensor, rgb_image
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -109,7 +109,7 @@ def load_image(
                 img = ImageOps.exif_transpose(img)
                 if orientation in (5, 6, 7, 8):  # these orientations swap width and height
                     full_w, full_h = full_h, full_w
-            rgb = img.convert("RGB") if img.mode != "RGB" else img
+            rgb = rgb_image(img)  # 16-bit and float greyscale scaled, not clipped
             out = _crop_resize(rgb, image_size, crop, (full_w, full_h), scale)
     except FileNotFoundError as err:
         raise ImageReadError(

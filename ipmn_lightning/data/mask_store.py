@@ -8,8 +8,9 @@ A mask store is a folder::
 
 ``protected`` and ``replacement`` are POSIX paths relative to the dataset's image folder
 (``img_align_celeba/`` for CelebA, the folder itself for an image folder); ``mask`` is relative to
-the store. x_m is the face swap MG(x_p, x_r): x_p's scene and background with x_r's identity
-(DiffFace in the paper), computed offline because it costs minutes per pair.
+the store; no path may be absolute or contain ``..``. x_m is the face swap MG(x_p, x_r): x_p's scene
+and background with x_r's identity (DiffFace in the paper), computed offline because it costs minutes
+per pair.
 
 Workflow: :func:`make_pairs` decides the triplets, a face-swap tool writes one mask per row
 (:func:`save_mask`), :func:`write_pairs` writes ``pairs.csv``, and :func:`check_store` (also
@@ -214,6 +215,10 @@ def make_pairs(
 def write_pairs(store: str | os.PathLike[str], records: Iterable[PairRecord]) -> Path:
     """Write ``store/pairs.csv`` atomically.
 
+    A path starting with ``=``, ``+``, ``-``, ``@``, a tab, a carriage return or ``'`` is written with a
+    leading ``'`` so that a spreadsheet opening the file never reads it as a formula (CSV injection);
+    :func:`read_pairs` removes it again, so paths round-trip unchanged.
+
     Args:
         store: the store folder (created if needed).
         records: the triplets.
@@ -234,7 +239,7 @@ def write_pairs(store: str | os.PathLike[str], records: Iterable[PairRecord]) ->
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(PAIRS_HEADER)
     for r in rows:
-        writer.writerow((r.split, r.protected, r.replacement, r.mask))
+        writer.writerow((r.split, *(_escape_cell(v) for v in (r.protected, r.replacement, r.mask))))
     return atomic_write_text(Path(store) / PAIRS_FILE, buf.getvalue())
 
 
@@ -267,11 +272,25 @@ def _missing_pairs_message(path: Path) -> str:
     )
 
 
-def _bad_path(value: str, escape_ok: bool) -> str | None:
+#: First characters that make a spreadsheet read a cell as a formula (CSV injection), plus the quote that
+#: escapes them: such a path is written with a leading ``'``, which :func:`read_pairs` removes again.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def _escape_cell(value: str) -> str:
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def _unescape_cell(value: str) -> str:
+    return value[1:] if value.startswith("'") else value
+
+
+def _bad_path(value: str, field: str) -> str | None:
     if PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute() or "\\" in value:
         return "must be a relative path with '/' separators"
-    if not escape_ok and ".." in PurePosixPath(value).parts:
-        return "must stay inside the store folder (no '..')"
+    if ".." in PurePosixPath(value).parts:
+        folder = "store folder" if field == "mask" else "image folder"
+        return f"must stay inside the {folder} (no '..')"
     return None
 
 
@@ -297,7 +316,8 @@ def _parse_pairs(path: Path) -> tuple[list[PairRecord], list[int], list[str]]:
         if len(row) != len(PAIRS_HEADER):
             problems.append(f"{path} line {line}: expected 4 fields ({','.join(PAIRS_HEADER)}), got {len(row)}")
             continue
-        split, protected, replacement, mask = (cell.strip() for cell in row)
+        split = row[0].strip()
+        protected, replacement, mask = (_unescape_cell(cell.strip()) for cell in row[1:])
         bad = False
         if split not in SPLITS:
             problems.append(f"{path} line {line}: unknown split {split!r} (expected one of {', '.join(SPLITS)})")
@@ -307,7 +327,7 @@ def _parse_pairs(path: Path) -> tuple[list[PairRecord], list[int], list[str]]:
                 problems.append(f"{path} line {line}: empty {field} field")
                 bad = True
                 continue
-            why = _bad_path(value, escape_ok=field != "mask")
+            why = _bad_path(value, field)
             if why:
                 problems.append(f"{path} line {line}: {field} {value!r} {why}")
                 bad = True

@@ -99,7 +99,17 @@ class IPMNModule(pl.LightningModule):
             checkpoint[FROZEN_KEY] = self.frozen_config
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Rebuild the frozen networks (weights follow in ``load_state_dict``) when reloading this phase."""
+        """Rebuild the frozen networks (weights follow in ``load_state_dict``) when reloading this phase.
+
+        Raises:
+            CheckpointError: the checkpoint is of another phase (e.g. ``--ckpt_path`` given as a URL).
+        """
+        phase = checkpoint.get(PHASE_KEY)
+        if phase is not None and phase != self.phase:
+            raise CheckpointError(
+                f"the checkpoint is of phase {phase!r} but {type(self).__name__} trains {self.phase!r}; "
+                "pass a checkpoint of this phase, or the config of the checkpoint's phase"
+            )
         if self.frozen_config is None and checkpoint.get(FROZEN_KEY) is not None:
             self.build_frozen(checkpoint[FROZEN_KEY])
 

@@ -23,6 +23,9 @@ PAIRS = {
     "recovered_mask": ("watermarked_mask", "recovered_mask"),
 }
 
+#: Why a phase-2 step is skipped, indexed by :meth:`InvertibleMaskModule.step_verdict`'s code ("" = not skipped).
+SKIP_REASONS = ("", "spike", "nonfinite_grad", "nonfinite")
+
 
 class InvertibleMaskModule(IPMNModule):
     """Phase 2: train the putting-on/putting-off mask network (eqs. 3-8) on ℓ_fp (eqs. 19-22).
@@ -157,25 +160,54 @@ class InvertibleMaskModule(IPMNModule):
         )  # fmt: skip
 
     # --------------------------------------------------------------- training
-    def _should_skip(self, loss: Tensor) -> str | None:
-        """Why this step must be skipped (non-finite or spiking loss), agreed across DDP ranks."""
-        reason = None
-        if not torch.isfinite(loss):
-            reason = "nonfinite"
-        elif (
-            self.hparams.spike_factor is not None
-            and self.global_step >= self.hparams.spike_warmup_steps
-            and torch.isfinite(self.loss_average)
-            and loss > self.hparams.spike_factor * self.loss_average
-        ):
-            reason = "spike"
-        if self.trainer.world_size > 1:
-            skip = self.trainer.strategy.reduce_boolean_decision(reason is not None, all=False)
-            reason = reason or ("other_rank" if skip else None)
-        return reason
+    def step_verdict(self, loss: Tensor, grads: list[Tensor]) -> tuple[str | None, float]:
+        """Whether to skip this step, from every guard at once and agreed across DDP ranks, with one host sync.
+
+        The guards are a non-finite loss, a non-finite gradient (one fused 2-norm over all of ``grads``: it is
+        non-finite exactly when some element is, or when the norm itself overflows float32, which clipping could
+        not repair either) and, after ``spike_warmup_steps``, a loss above ``spike_factor`` times the running
+        average. They are combined on the device into one code (0 ok, 1 spike, 2 non-finite gradient, 3 non-finite
+        loss); with several ranks its maximum is all-reduced without a host sync (each rank also reads its own
+        code), and the single ``tolist()`` of (local code, agreed code, loss) is the step's only conversion.
+
+        Args:
+            loss: the scalar training loss (with or without graph).
+            grads: the gradients of the trained parameters after the backward (may be empty).
+
+        Returns:
+            (the reason — ``nonfinite``, ``nonfinite_grad``, ``spike``, ``other_rank`` — or ``None`` to step,
+            the loss as a Python float).
+        """
+        hp = self.hparams
+        value = loss.detach().float()
+        code = (~torch.isfinite(value)).float() * 3
+        if grads:
+            norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+            code = torch.maximum(code, (~torch.isfinite(norm)).float() * 2)
+        if hp.spike_factor is not None and self.global_step >= hp.spike_warmup_steps:
+            average = self.loss_average.float()
+            code = torch.maximum(code, (torch.isfinite(average) & (value > hp.spike_factor * average)).float())
+        agreed = code
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if distributed and self._trainer is not None and self.trainer.world_size > 1:
+            agreed = code.clone()
+            torch.distributed.all_reduce(agreed, op=torch.distributed.ReduceOp.MAX)  # queued, no host sync
+        local_code, agreed_code, loss_value = torch.stack([code, agreed, value]).tolist()
+        reason = SKIP_REASONS[int(local_code)] or ("other_rank" if agreed_code else None)
+        return reason, loss_value
+
+    def update_loss_average(self, loss: Tensor) -> None:
+        """Running average of the loss for the spike guard (no host sync: the first step copies the loss)."""
+        value = loss.detach().to(self.loss_average.dtype)
+        average = self.loss_average
+        average.copy_(torch.where(torch.isfinite(average), 0.98 * average + 0.02 * value, value))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """One guarded optimisation step of the INN on ℓ_fp."""
+        """One guarded optimisation step of the INN on ℓ_fp, with one host synchronisation (:meth:`step_verdict`).
+
+        The backward always runs (every DDP rank joins the gradient all-reduce); a step that a guard rejects on
+        any rank drops its gradients on every rank and is counted in ``skipped_steps``.
+        """
         opt = self.optimizers()
         protected = batch["protected"]
         watermarked_mask = self.watermark_mask(batch["mask"])
@@ -183,26 +215,19 @@ class InvertibleMaskModule(IPMNModule):
         losses = self.losses(protected, watermarked_mask, out)
         loss = losses["fp"]
         size = protected.shape[0]
-        skip = self._should_skip(loss.detach())
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        skip, loss_value = self.step_verdict(loss, [p.grad for p in self.inn.parameters() if p.grad is not None])
         if skip is None:
+            self.clip_gradients(opt, self.hparams.gradient_clip_val, "norm")
+            opt.step()
+            self.update_loss_average(loss)
+        else:
             opt.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
-            grads_finite = all(torch.isfinite(p.grad).all() for p in self.inn.parameters() if p.grad is not None)
-            if grads_finite:
-                self.clip_gradients(opt, self.hparams.gradient_clip_val, "norm")
-                opt.step()
-                detached = loss.detach()
-                self.loss_average.copy_(
-                    detached if not torch.isfinite(self.loss_average) else 0.98 * self.loss_average + 0.02 * detached
-                )
-            else:
-                skip = "nonfinite_grad"
-                opt.zero_grad(set_to_none=True)
-        if skip is not None:
             self.skipped_steps += 1
-            self.warn_once(f"skipped an INN step ({skip}, loss {loss.item():.4g}); see train/skipped_steps")
+            self.warn_once(f"skipped an INN step ({skip}, loss {loss_value:.4g}); see train/skipped_steps")
         self.log("train/skipped_steps", self.skipped_steps.float(), batch_size=size)
-        if torch.isfinite(loss):
+        if math.isfinite(loss_value):
             self.log_dict(
                 {f"train/{k}": losses[k].detach() / size for k in ("recover", "guide", "distortion", "low")},
                 batch_size=size,

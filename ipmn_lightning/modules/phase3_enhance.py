@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from ..distortions import RandomDistortion
 from ..losses import enhanced_extracting_loss
 from ..metrics import SourceExtractionMetrics, quantize_8bit
 from .base import IPMNModule, freeze, load_submodule
@@ -43,6 +44,11 @@ class ExtractorEnhanceModule(IPMNModule):
         plateau_factor: ReduceLROnPlateau factor (DMW adversarial stage).
         plateau_patience: ReduceLROnPlateau patience in validation epochs (DMW: 8).
         eval_seed: seed of the Gaussian z used when recovering in validation/test.
+        robust_extraction: train R on every source after a random distortion of the kind images meet when
+            shared (JPEG, resize, blur, noise, 8-bit rounding; see
+            :class:`~ipmn_lightning.distortions.RandomDistortion`). Not in the paper.
+        robust_p_clean: share of training images left undistorted (only 8-bit rounding) when robust.
+        robust_jpeg_qualities: JPEG qualities drawn from when robust.
     """
 
     phase = "extractor_enhance"
@@ -64,6 +70,9 @@ class ExtractorEnhanceModule(IPMNModule):
         plateau_factor: float = 0.2,
         plateau_patience: int = 8,
         eval_seed: int = 0,
+        robust_extraction: bool = False,
+        robust_p_clean: float = 0.25,
+        robust_jpeg_qualities: tuple[int, ...] = (50, 65, 75, 90),
     ) -> None:
         super().__init__(image_size)
         self.save_hyperparameters(ignore=["phase1_ckpt", "phase2_ckpt", "stealer_ckpt"])
@@ -71,6 +80,9 @@ class ExtractorEnhanceModule(IPMNModule):
         self.stealer_ckpts = [stealer_ckpt] if isinstance(stealer_ckpt, str) else list(stealer_ckpt or [])
         self.extractor: nn.Module | None = None
         self.stealer_names: list[str] = []
+        self.distortion: RandomDistortion | None = None
+        if robust_extraction:
+            self.distortion = RandomDistortion(p_clean=robust_p_clean, jpeg_qualities=tuple(robust_jpeg_qualities))
 
     # ------------------------------------------------------- frozen networks
     def build_frozen(self, config: dict[str, Any]) -> None:
@@ -134,14 +146,17 @@ class ExtractorEnhanceModule(IPMNModule):
             out[f"stolen_{name}"] = stealer(protected, batch["replacement"])
         return out
 
-    def _extract_all(self, sources: dict[str, Tensor]) -> dict[str, Tensor]:
+    def _extract_all(self, sources: dict[str, Tensor], distort: bool = False) -> dict[str, Tensor]:
         names = list(sources)
-        extracted = self.extractor(torch.cat([sources[n] for n in names]))
+        images = torch.cat([sources[n] for n in names])
+        if distort and self.distortion is not None:
+            images = self.distortion(images)
+        extracted = self.extractor(images)
         return dict(zip(names, extracted.chunk(len(names))))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """ℓ'_wext on the mixed batch (eqs. 23-26)."""
-        extracted = self._extract_all(self.sources(batch))
+        extracted = self._extract_all(self.sources(batch), distort=True)
         watermarked = [v for k, v in extracted.items() if k not in CLEAN_SOURCES]
         clean = [extracted[k] for k in CLEAN_SOURCES]
         hp = self.hparams
