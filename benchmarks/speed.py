@@ -12,6 +12,9 @@ name and renamed). What each number means is in benchmarks/README.md. In short:
   gradient checks/clipping, optimizer step), built from the phase modules without a Trainer, after a
   warm-up step. ``images_per_s`` = batch / median step time; ``peak_mem_mb`` = peak resident memory
   above the level before the first step (CPU, from /proc VmHWM) or peak CUDA memory allocated.
+* ``flops``, ``gflops_per_s``, ``fraction_of_peak`` on every training and inference row (issue 16): the
+  matmul/convolution FLOPs of one step (``FlopCounterMode``), the rate achieved, and that rate over the dense
+  matmul throughput of this machine measured in the same run (``peak``).
 * ``coupling``: the phase-2 coupling network step of ours against the HiNet formulation
   (benchmarks/hinet_reference.py) with the same weights, inputs and noise, measured interleaved in
   the same run: the throughput ratio ours/reference and the max abs difference of the outputs.

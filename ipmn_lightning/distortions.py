@@ -65,6 +65,10 @@ def _jpeg_round_trip(images: Tensor, quality: int) -> Tensor:
 def jpeg(images: Tensor, quality: int) -> Tensor:
     """Encode and decode as a real baseline JPEG (libjpeg through Pillow); straight-through gradient.
 
+    The codec runs on the host, so on a GPU each call copies the batch to the CPU and back (one sync). That
+    is the price of the exact codec in the optional ``robust_extraction`` training; nothing else calls it in
+    a training step.
+
     Args:
         images: (B, 3, H, W) in [0, 1].
         quality: JPEG quality, 1-100.

@@ -19,7 +19,8 @@ The ``landmark`` backend, per pair:
    warped face inside the face region (a masked Gaussian of a fifth of the face width), so skin tone
    and lighting follow x_p.
 5. Poisson blending (OpenCV ``seamlessClone``) of the face region, the convex hull of x_p's and the
-   target landmarks (brows to chin); every pixel outside it is x_p's.
+   target landmarks (brows to chin) cut to x_p's hull grown by 4% of the face width; every pixel outside
+   it is x_p's.
 
 Pure Procrustes (``shape = jaw_shape = 1``) moves identity most but leaves x_p's cheeks visible beside
 a narrower x_r face; a plain triangle warp onto x_p's landmarks (``shape = jaw_shape = 0``) keeps x_p's
@@ -372,7 +373,9 @@ class LandmarkMaskGenerator(MaskGenerator):
         map_x, map_y = _piecewise_affine_maps(dst_pts, src_pts, tris, inv, w, h)
         warped = cv2.remap(r, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
-        region = face_region([lp, target], h, w)
+        # Brows to chin of both faces, but never further than 4% of the face width outside x_p's own face:
+        # a tall x_r must not paint over x_p's hair or background.
+        region = face_region([lp, target], h, w) & face_region([lp], h, w, dilate=0.04)
         face_w = float(lp[:, 0].max() - lp[:, 0].min())
         pf, wf = p.astype(np.float32), warped.astype(np.float32)
         if self.color == "local":
