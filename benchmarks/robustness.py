@@ -3,8 +3,9 @@
     python benchmarks/robustness.py --run runs/demo --faces ../shared/data/utkface --out robustness.json
 
 Faces come from a folder's test split (the library's deterministic folder split); each face x_p is protected
-with the next face of the split as its mask x_m (another real person: the library has no mask generator to
-call here, and a real face is a fair carrier). Every image is resized to the bundles' size first. Reported:
+with the next face of the split as its mask x_m (another real person, a fair carrier without running a mask
+generator). ``--faces synthetic`` takes the built-in synthetic test split and its true masks instead. Every
+image is resized to the bundles' size first. Reported:
 
 - SR_E on x_wmf as written (8-bit PNG) and after each distortion: JPEG at several qualities, a resize round
   trip, blur, noise;
@@ -26,6 +27,7 @@ import torch
 from PIL import Image
 
 from ipmn_lightning.data.folder import folder_splits
+from ipmn_lightning.data.synthetic import SyntheticFaceSwapDataset
 from ipmn_lightning.distortions import gaussian_blur, gaussian_noise, jpeg, resize_round_trip
 from ipmn_lightning.facade import IPMN
 from ipmn_lightning.metrics import quantize_8bit
@@ -50,6 +52,12 @@ def load_faces(root: Path, files: list[str], size: int) -> torch.Tensor:
     return torch.stack(images)
 
 
+def synthetic_faces(split: str, count: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    data = SyntheticFaceSwapDataset(count, size, split=split)
+    items = [data[i] for i in range(count)]
+    return torch.stack([i["protected"] for i in items]), torch.stack([i["mask"] for i in items])
+
+
 def verify_rate(model: IPMN, images: torch.Tensor) -> dict[str, float]:
     verdicts = [v for i in range(0, len(images), 64) for v in model.verify(images[i : i + 64])]
     ncs = torch.tensor([v.nc for v in verdicts])
@@ -68,7 +76,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="pipeline output folder holding bundles/")
-    parser.add_argument("--faces", required=True, help="a folder of real face photos")
+    parser.add_argument("--faces", required=True, help="a folder of real face photos, or 'synthetic'")
     parser.add_argument("--limit", type=int, default=None, help="at most this many test faces")
     parser.add_argument("--donors", type=int, default=10, help="public protected images the forger uses")
     parser.add_argument("--out", default=None, help="write the JSON here")
@@ -77,21 +85,25 @@ def main(argv: list[str] | None = None) -> int:
     bundles = Path(args.run) / "bundles"
     model = IPMN.load(bundles / "service.safetensors", bundles / "verifier.safetensors")
     size = model.image_size
-    root = Path(args.faces)
-    splits = folder_splits(root)
-    test = splits["test"][: args.limit] if args.limit else splits["test"]
     started = time.perf_counter()
-    faces = load_faces(root, test, size)
-    masks = faces.roll(1, dims=0)  # each face carries the previous face of the split as its mask
+    if args.faces == "synthetic":
+        faces, masks = synthetic_faces("test", args.limit or 256, size)
+        donor_faces, donor_masks = synthetic_faces("val", args.donors, size)
+    else:
+        root = Path(args.faces)
+        splits = folder_splits(root)
+        faces = load_faces(root, splits["test"][: args.limit] if args.limit else splits["test"], size)
+        masks = faces.roll(1, dims=0)  # each face carries the previous face of the split as its mask
+        donor_faces = load_faces(root, splits["val"][: args.donors + 1], size)
+        donor_faces, donor_masks = donor_faces[:-1], donor_faces[1:]
     masked = torch.cat([model.protect(faces[i : i + 64], masks[i : i + 64]) for i in range(0, len(faces), 64)])
-    donors_faces = load_faces(root, splits["val"][: args.donors + 1], size)
-    donors = model.protect(donors_faces[:-1], donors_faces[1:])
+    donors = model.protect(donor_faces, donor_masks)
 
     result: dict[str, object] = {
         "run": str(args.run),
-        "faces": str(root),
+        "faces": args.faces,
         "image_size": size,
-        "test_faces": len(test),
+        "test_faces": len(faces),
         "threshold": model.threshold,
         "psnr_masked_face_vs_mask": psnr(masked, masks),
         "sr_e_masked_face": {name: verify_rate(model, attack(masked)) for name, attack in ATTACKS.items()},

@@ -69,6 +69,18 @@ def make_checkpoints(folder: Path, size: int = SIZE) -> dict[str, Path]:
     return {"phase1": p1, "phase2": p2, "stealer": steal, "enhance": enhance}
 
 
+def write_faces(folder: Path, n: int = 3, size: int = 32) -> tuple[Path, Path]:
+    """``n`` synthetic faces and their masks as PNG files named alike in ``folder/faces`` and ``folder/masks``."""
+    from ipmn_lightning.data.synthetic import SyntheticFaceSwapDataset
+    from ipmn_lightning.utils import atomic_save_image
+
+    data = SyntheticFaceSwapDataset(n, size, split="val")
+    for i in range(n):
+        atomic_save_image(folder / "faces" / f"face{i}.png", data[i]["protected"])
+        atomic_save_image(folder / "masks" / f"face{i}.png", data[i]["mask"])
+    return folder / "faces", folder / "masks"
+
+
 def load_script(name: str) -> ModuleType:
     """Import a fake-data generator script of tests/data (not a package) by file name, once."""
     if name not in sys.modules:

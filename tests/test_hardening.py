@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import write_faces
 
 from ipmn_lightning.cli import main
 
@@ -144,17 +145,6 @@ def verifier(checkpoints, tmp_path_factory):
     from ipmn_lightning.bundle import export_verifier_bundle
 
     return export_verifier_bundle(checkpoints["phase1"], tmp_path_factory.mktemp("verifier") / "verifier.safetensors")
-
-
-def write_faces(folder: Path, n: int = 3, size: int = 32) -> tuple[Path, Path]:
-    from ipmn_lightning.data.synthetic import SyntheticFaceSwapDataset
-    from ipmn_lightning.utils import atomic_save_image
-
-    data = SyntheticFaceSwapDataset(n, size, split="val")
-    for i in range(n):
-        atomic_save_image(folder / "faces" / f"face{i}.png", data[i]["protected"])
-        atomic_save_image(folder / "masks" / f"face{i}.png", data[i]["mask"])
-    return folder / "faces", folder / "masks"
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -7,26 +7,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import write_faces
 from PIL import Image
 
 from ipmn_lightning import IPMN
 from ipmn_lightning.bundle import export_service_bundle, export_verifier_bundle
 from ipmn_lightning.cli import main
-from ipmn_lightning.data.synthetic import SyntheticFaceSwapDataset
-from ipmn_lightning.utils import atomic_save_image, pil_to_tensor
+from ipmn_lightning.utils import pil_to_tensor
 
 
 @pytest.fixture(scope="module")
 def service(checkpoints, tmp_path_factory):
     return export_service_bundle(checkpoints["phase2"], tmp_path_factory.mktemp("service") / "service.safetensors")
-
-
-def write_faces(folder: Path, n: int = 3, size: int = 32) -> tuple[Path, Path]:
-    data = SyntheticFaceSwapDataset(n, size, split="val")
-    for i in range(n):
-        atomic_save_image(folder / "faces" / f"face{i}.png", data[i]["protected"])
-        atomic_save_image(folder / "masks" / f"face{i}.png", data[i]["mask"])
-    return folder / "faces", folder / "masks"
 
 
 def read(path: Path) -> torch.Tensor:
