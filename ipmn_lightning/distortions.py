@@ -24,6 +24,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.transforms.v2 import functional as TF
 
+from .metrics import quantize_8bit
+
 __all__ = [
     "DISTORTION_KINDS",
     "RandomDistortion",
@@ -44,7 +46,7 @@ def _straight_through(images: Tensor, distorted: Tensor) -> Tensor:
 
 def quantize_8bit_ste(images: Tensor) -> Tensor:
     """Clamp and round to 8 bits like a saved PNG; straight-through gradient."""
-    return _straight_through(images, images.detach().clamp(0, 1).mul(255).round().div(255))
+    return _straight_through(images, quantize_8bit(images.detach()))
 
 
 @torch.no_grad()

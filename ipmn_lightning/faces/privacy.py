@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from ipmn_lightning.distortions import gaussian_blur, gaussian_noise, jpeg
 from ipmn_lightning.faces.analysis import IdentityEncoder
 
 __all__ = [
@@ -53,8 +54,6 @@ def table11_attacks(seed: int = 0) -> dict[str, Callable[[Tensor], Tensor]]:
         ``{name: attack}``, names ``none``, ``gaussian_noise``, ``gaussian_blur``, ``jpeg``; each attack maps
         ``(B, 3, H, W)`` float in [0, 1] to the same shape and range.
     """
-    from ipmn_lightning.distortions import gaussian_blur, gaussian_noise, jpeg
-
     gen = torch.Generator().manual_seed(seed)
     return {
         "none": lambda x: x,
