@@ -156,7 +156,8 @@ def _privacy(module: Any, loader: Any, limit_batches: int | None) -> dict[str, A
                 metric.update(attacks[attack](sources[image]), reference)
         utility.update(sources["recovered_face"], reference)
     return {
-        "recogniser": f"dlib ResNet 128-d (face-recognition-models), same person below {encoder.threshold}",
+        "recogniser": f"{getattr(encoder, 'description', type(encoder).__name__)}, same person below "
+        f"{encoder.threshold}",
         "sr_p": {image: {a: float(m.compute()) for a, m in per.items()} for image, per in rates.items()},
         "counts": {image: {a: m.counts() for a, m in per.items()} for image, per in rates.items()},
         "utility": float(utility.compute()),

@@ -89,6 +89,7 @@ class MasksStep:
         image_size: side of the square masks (at least the phases' ``data.image_size``).
         workers: processes.
         seed: seed of the pairing.
+        identity_sample: new masks checked with the recogniser for the identity statistics of the summary.
         root: the dataset folder (default: ``--data.root`` of the overrides, else of the first phase's config).
         source: ``celeba`` or ``folder`` (default: as ``root``, from ``--data.source``).
         store: the store folder (default ``<output>/masks_store``: the dataset folder is never written to).
@@ -98,6 +99,7 @@ class MasksStep:
     image_size: int = 256
     workers: int = 1
     seed: int = 0
+    identity_sample: int = 32
     root: str | None = None
     source: Literal["celeba", "folder"] | None = None
     store: str | None = None
@@ -134,7 +136,8 @@ def _make_masks(step: MasksStep, phases: list[PhaseSpec], extra: list[str], out:
     print(f"masks: filling {store} from {root} ({step.generator}, {step.image_size} px)", flush=True)
     tic = time.time()
     summary = generate_masks(root, source=source, store=store, generator=step.generator,
-                             image_size=step.image_size, workers=step.workers, seed=step.seed)  # fmt: skip
+                             image_size=step.image_size, workers=step.workers, seed=step.seed,
+                             identity_sample=step.identity_sample)  # fmt: skip
     return {**record, "status": "finished", "summary": summary, "wall_time_s": time.time() - tic}
 
 
