@@ -152,6 +152,30 @@ def test_phase2_guards_keep_their_behaviour_with_one_sync(checkpoints):
     assert math.isfinite(float(module.loss_average))
 
 
+def test_phase2_spike_guard_recovers_from_a_lasting_rise(checkpoints):
+    """A loss that rises 100x for good is skipped spike_patience times, then taken as its new level (issue 14).
+
+    Before, the average moved only on taken steps, so every later step was skipped.
+    """
+    module = build("phase2", checkpoints, spike_factor=10.0, spike_warmup_steps=1)  # default spike_patience: 10
+    original = module.losses
+    losses: list[torch.Tensor] = []
+
+    def risen_losses(*args, **kwargs):
+        out = original(*args, **kwargs)
+        if len(losses) >= 2:  # from the third step on, the loss is 100x what it was
+            out["fp"] = out["fp"] * 100.0
+        losses.append(out["fp"].detach())  # no conversion here: the step's syncs are counted
+        return out
+
+    module.losses = risen_losses
+    per_step = syncs_per_step(module, steps=16)
+    assert [len(c) for c in per_step] == [1] * 16
+    assert int(module.skipped_steps) == 10  # steps 3-12; step 13 re-bases the average, 14-16 are taken
+    assert float(losses[-1]) / 10.0 < float(module.loss_average) < float(losses[-1]) * 10.0
+    assert int(module.spike_run) == 0
+
+
 class SpikesOnRankOne(InvertibleMaskModule):
     """Phase 2 whose loss spikes 1000x on rank 1 only, from the second step on (module level: DDP pickles it)."""
 

@@ -52,8 +52,11 @@ class InvertibleMaskModule(IPMNModule):
             ``weight_step``.
         lr_gamma: StepLR factor.
         gradient_clip_val: max gradient norm (``None``: no clipping); HiNet-style training explodes without it.
+            ``train/clip_fraction`` (per epoch) is the share of steps it clipped, ``train/grad_norm`` the norm before.
         spike_factor: skip a step whose loss exceeds this multiple of the running loss average (``None``: off).
         spike_warmup_steps: steps before the spike guard is armed (the loss falls fast at first).
+        spike_patience: after this many consecutive spike skips the next spike is taken and the average re-based
+            to its loss: a rise that lasts is the loss's new level, not a bad batch.
         lpips_net: LPIPS backbone for validation/test, used only when its weights are in the torch hub cache.
         eval_seed: seed of the Gaussian z drawn for validation/test recovery.
     """
@@ -82,6 +85,7 @@ class InvertibleMaskModule(IPMNModule):
         gradient_clip_val: float | None = 10.0,
         spike_factor: float | None = 100.0,
         spike_warmup_steps: int = 100,
+        spike_patience: int = 10,
         lpips_net: Literal["alex", "vgg", "squeeze"] | None = "alex",
         eval_seed: int = 0,
     ) -> None:
@@ -93,6 +97,10 @@ class InvertibleMaskModule(IPMNModule):
         self.embedder: WatermarkEmbedder | None = None
         self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("loss_average", torch.full((), math.nan))
+        # consecutive steps judged a spike; not saved (checkpoints stay loadable across versions): a resume
+        # restarts the count, costing at most spike_patience more skips of a lasting rise
+        self.register_buffer("spike_run", torch.zeros((), dtype=torch.long), persistent=False)
+        self.grad_norm: Tensor | None = None
         self.val_metrics = ImagePairMetrics(PAIRS, prefix="val/", lpips_net=lpips_net)
         self.test_metrics = ImagePairMetrics(PAIRS, prefix="test/", lpips_net=lpips_net)
 
@@ -181,12 +189,21 @@ class InvertibleMaskModule(IPMNModule):
         hp = self.hparams
         value = loss.detach().float()
         code = (~torch.isfinite(value)).float() * 3
+        self.grad_norm = None
         if grads:
             norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
             code = torch.maximum(code, (~torch.isfinite(norm)).float() * 2)
+            self.grad_norm = norm  # logged by training_step: how often clipping fires
         if hp.spike_factor is not None and self.global_step >= hp.spike_warmup_steps:
             average = self.loss_average.float()
-            code = torch.maximum(code, (torch.isfinite(average) & (value > hp.spike_factor * average)).float())
+            spike = torch.isfinite(average) & (value > hp.spike_factor * average)
+            # The average moves only on taken steps and the weights never change while skipping, so a lasting rise
+            # would be skipped forever. A run of more than spike_patience spikes is the loss's new level: that step
+            # is taken and re-bases the average (update_loss_average). Chosen over feeding skipped losses into the
+            # average at a slower rate: an isolated outlier of any size still leaves the average untouched, and a
+            # lasting rise of any size is recovered from after the same spike_patience skips.
+            self.spike_run.copy_(torch.where(spike, self.spike_run + 1, 0))
+            code = torch.maximum(code, (spike & (self.spike_run <= hp.spike_patience)).float())
         agreed = code
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         if distributed and self._trainer is not None and self.trainer.world_size > 1:
@@ -197,10 +214,15 @@ class InvertibleMaskModule(IPMNModule):
         return reason, loss_value
 
     def update_loss_average(self, loss: Tensor) -> None:
-        """Running average of the loss for the spike guard (no host sync: the first step copies the loss)."""
+        """Running average of the loss for the spike guard, after a taken step (no host sync).
+
+        The first step copies the loss, and so does a step taken after more than ``spike_patience`` spikes in a row.
+        """
         value = loss.detach().to(self.loss_average.dtype)
         average = self.loss_average
-        average.copy_(torch.where(torch.isfinite(average), 0.98 * average + 0.02 * value, value))
+        rebase = ~torch.isfinite(average) | (self.spike_run > self.hparams.spike_patience)
+        average.copy_(torch.where(rebase, value, 0.98 * average + 0.02 * value))
+        self.spike_run.zero_()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """One guarded optimisation step of the INN on ℓ_fp, with one host synchronisation (:meth:`step_verdict`).
@@ -222,6 +244,12 @@ class InvertibleMaskModule(IPMNModule):
             self.clip_gradients(opt, self.hparams.gradient_clip_val, "norm")
             opt.step()
             self.update_loss_average(loss)
+            if self.grad_norm is not None:
+                self.log("train/grad_norm", self.grad_norm, batch_size=size)  # before clipping
+                if self.hparams.gradient_clip_val is not None:
+                    # a device tensor averaged over the epoch's taken steps: the share of them that clipping changed
+                    clipped = (self.grad_norm > self.hparams.gradient_clip_val).float()
+                    self.log("train/clip_fraction", clipped, on_step=False, on_epoch=True, batch_size=1)
         else:
             opt.zero_grad(set_to_none=True)
             self.skipped_steps += 1

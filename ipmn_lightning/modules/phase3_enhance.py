@@ -38,7 +38,8 @@ class ExtractorEnhanceModule(IPMNModule):
         lambda_wm: λ'_wm of eq. 23.
         lambda_clean: λ'_clean of eq. 23.
         lambda_cst: λ'_cst of eq. 23.
-        quantize: use the 8-bit x_wmf a receiver actually gets (and recover from it).
+        quantize: give R every source as the 8-bit file a verifier receives (x_wmf, and x'_p, x'_wm recovered
+            from it, x_sm, x_m, x_p), in training and evaluation; ``False``: the float images, clamped to [0, 1].
         lr: Adam learning rate (1e-4, paper §4).
         betas: Adam betas (DMW).
         plateau_factor: ReduceLROnPlateau factor (DMW adversarial stage).
@@ -95,6 +96,7 @@ class ExtractorEnhanceModule(IPMNModule):
         self.extractor = build("extractor", config["extractor"])
         size = config["embedder"]["image_size"]
         self.register_buffer("watermark", torch.zeros(3, size, size))
+        # phase 1's x_clean (its ``blank_value``); ones until ``load_frozen`` copies it, or the state dict restores it
         self.register_buffer("blank", torch.ones(3, size, size))
         watermarked = ["masked_face", "recovered_mask", *(["stolen"] if self.stealer_names else [])]
         watermarked += [f"stolen_{n}" for n in self.stealer_names] if len(self.stealer_names) > 1 else []
@@ -121,6 +123,7 @@ class ExtractorEnhanceModule(IPMNModule):
         for module, (_, state), path in zip(self.stealers, stealers, self.stealer_ckpts):
             load_submodule(module, state, "stealer", f"stealer_ckpt {path}")
         self.watermark.copy_(state2["watermark"])
+        self.blank.copy_(state1["blank"])  # R keeps the x_clean target of phase 1 (its blank_value)
 
     # ------------------------------------------------------------------ model
     def forward(self, image: Tensor) -> Tensor:
@@ -129,7 +132,7 @@ class ExtractorEnhanceModule(IPMNModule):
 
     @torch.no_grad()
     def sources(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """Every image source of eqs. 24-25 for a batch, each (B, 3, H, W) in [0, 1]."""
+        """Every image source of eqs. 24-25 for a batch, each (B, 3, H, W) in [0, 1] (8-bit when ``quantize``)."""
         protected, mask = batch["protected"], batch["mask"]
         masked_face, lost = self.inn.put_on(protected, self.embedder(mask, self.watermark))
         masked_face = quantize_8bit(masked_face) if self.hparams.quantize else masked_face.clamp(0, 1)
@@ -144,7 +147,9 @@ class ExtractorEnhanceModule(IPMNModule):
         }
         for name, stealer in zip(self.stealer_names, self.stealers):
             out[f"stolen_{name}"] = stealer(protected, batch["replacement"])
-        return out
+        # a verifier only ever receives image files: R is trained and scored on the sources as they arrive
+        received = quantize_8bit if self.hparams.quantize else (lambda image: image.clamp(0, 1))
+        return {name: received(image) for name, image in out.items()}
 
     def _extract_all(self, sources: dict[str, Tensor], distort: bool = False) -> dict[str, Tensor]:
         names = list(sources)

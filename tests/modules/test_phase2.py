@@ -1,8 +1,13 @@
+import importlib
 import shutil
+from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
+import yaml
 from helpers import SIZE, TINY_PHASE2, tiny_data, tiny_trainer
+from pytorch_lightning.demos.boring_classes import BoringModel
 
 from ipmn_lightning.modules import InvertibleMaskModule
 from ipmn_lightning.modules.base import CheckpointError
@@ -78,3 +83,61 @@ def test_validation_logs_table2_metrics(checkpoints):
         for suffix in ("", "_q8"):
             for kind in ("psnr", "ssim", "psnr_y", "ssim_y"):
                 assert f"val/{kind}_{pair}{suffix}" in trainer.callback_metrics
+
+
+@pytest.mark.parametrize(("clip", "fraction"), [(1e-8, 1.0), (1e12, 0.0)])
+def test_clip_fraction_and_grad_norm_are_logged(clip, fraction, checkpoints):
+    """How often clipping at ``gradient_clip_val`` fires is measurable: train/clip_fraction per epoch (issue 14)."""
+    module = make_module(checkpoints, gradient_clip_val=clip)
+    trainer = tiny_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0)
+    trainer.fit(module, datamodule=tiny_data())
+    assert trainer.callback_metrics["train/clip_fraction"].item() == fraction
+    assert trainer.callback_metrics["train/grad_norm"].item() > 0
+
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+PHASES = ("phase1", "phase2", "phase3_steal", "phase3")
+TRAINER_CONFIGS = [folder / f"{phase}.yaml" for folder in (CONFIGS, CONFIGS / "demo") for phase in PHASES]
+
+
+class LogsMonitors(BoringModel):
+    """BoringModel logging every metric the configs' checkpoints monitor."""
+
+    def __init__(self, monitors: list[str]) -> None:
+        super().__init__()
+        self.monitors = monitors
+
+    def validation_step(self, batch, batch_idx):
+        for name in self.monitors:
+            self.log(name, 1.0)
+        return super().validation_step(batch, batch_idx)
+
+
+@pytest.mark.parametrize("config", TRAINER_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_config_writes_last_ckpt_every_epoch(config, tmp_path):
+    """last.ckpt follows every epoch even when validation (and so top-k saving) is rarer (issue 14).
+
+    configs/phase2.yaml validates every 50 epochs: its last.ckpt was written only then, so a crash lost up to 50.
+    """
+    trainer_config = yaml.safe_load(config.read_text())["trainer"]
+    callbacks = []
+    for spec in trainer_config.get("callbacks") or []:
+        module_name, _, class_name = spec["class_path"].rpartition(".")
+        if class_name == "ModelCheckpoint":  # with the pipeline's dirpath
+            cls = getattr(importlib.import_module(module_name), class_name)
+            callbacks.append(cls(**{**(spec.get("init_args") or {}), "dirpath": str(tmp_path)}))
+    found: list[int | None] = []  # the step of last.ckpt as each later epoch starts (what a crash would leave)
+
+    class Probe(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch > 0:
+                last = tmp_path / "last.ckpt"
+                found.append(torch.load(last, weights_only=True)["global_step"] if last.is_file() else None)
+
+    trainer = pl.Trainer(
+        max_epochs=3, check_val_every_n_epoch=trainer_config.get("check_val_every_n_epoch", 1),
+        callbacks=[*callbacks, Probe()], limit_train_batches=2, limit_val_batches=1, accelerator="cpu", logger=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(LogsMonitors([c.monitor for c in callbacks if c.monitor]))
+    assert found == [2, 4]  # two steps per epoch

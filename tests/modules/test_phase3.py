@@ -5,6 +5,7 @@ import torch
 from helpers import SIZE, tiny_data, tiny_trainer
 
 from ipmn_lightning.losses import enhanced_extracting_loss
+from ipmn_lightning.metrics import quantize_8bit
 from ipmn_lightning.modules import ExtractorEnhanceModule, StealingAttackModule
 
 
@@ -88,6 +89,38 @@ def test_mixed_batch_has_six_sources_with_right_targets(checkpoints):
     assert len(captured["watermarked"]) == 3 and len(captured["clean"]) == 3
     assert torch.equal(captured["watermark"], module.watermark)
     assert torch.equal(captured["blank"], torch.ones_like(module.watermark))
+
+
+def test_extractor_gets_every_source_as_an_8bit_file_in_training_and_validation(checkpoints):
+    """R is trained and scored on what a verifier receives: clamped to [0, 1] and rounded to 8 bits (issue 14)."""
+    module = enhance_module(checkpoints)
+    # a stealer's output is not bounded: push it out of [0, 1] so the clamp is exercised too
+    module.stealers[0].register_forward_hook(lambda _module, _args, out: out * 3 - 1)
+    seen: list[tuple[bool, torch.Tensor]] = []
+    module.extractor.register_forward_pre_hook(lambda net, args: seen.append((net.training, args[0].detach())))
+    tiny_trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1).fit(module, datamodule=tiny_data())
+    assert {training for training, _ in seen} == {True, False}  # a training and a validation step
+    for training, images in seen:
+        assert images.min() >= 0 and images.max() <= 1, training
+        assert torch.equal(images, quantize_8bit(images)), training
+
+
+def test_blank_is_phase1_blank_value(tmp_path, checkpoints):
+    """R's clean target x_clean is phase 1's ``blank_value``, not a hard-coded ones image (issue 14)."""
+    phase1 = torch.load(checkpoints["phase1"], map_location="cpu", weights_only=True)
+    phase1["hyper_parameters"]["blank_value"] = 0.5
+    phase1["state_dict"]["blank"] = torch.full_like(phase1["state_dict"]["blank"], 0.5)
+    torch.save(phase1, tmp_path / "phase1.ckpt")
+    module = ExtractorEnhanceModule(
+        image_size=SIZE, phase1_ckpt=str(tmp_path / "phase1.ckpt"), phase2_ckpt=str(checkpoints["phase2"]),
+        stealer_ckpt=[str(checkpoints["stealer"])],
+    )  # fmt: skip
+    trainer = tiny_trainer(max_steps=1, limit_val_batches=0)
+    trainer.fit(module, datamodule=tiny_data())
+    assert torch.equal(module.blank, torch.full_like(module.watermark, 0.5))
+    trainer.save_checkpoint(tmp_path / "enhance.ckpt")
+    reloaded = ExtractorEnhanceModule.load_from_checkpoint(tmp_path / "enhance.ckpt", weights_only=True)
+    assert torch.equal(reloaded.blank, module.blank)
 
 
 def test_enhanced_loss_hand_value():
