@@ -77,7 +77,7 @@ def test_evaluate_reports_table_11(tmp_path, fake_faces, monkeypatch):
     monkeypatch.setattr(analysis, "DlibIdentityEncoder", FakeEncoder)  # mean colour as identity
     report = run_evaluation(run=str(tmp_path / "run"), progress=False, privacy=True)
     table = report["table11"]
-    assert set(table["sr_p"]) == {"masked_face", "mask"}
+    assert set(table["sr_p"]) == {"masked_face", "mask"} and set(table["sr_p"]["mask"]) == {"none"}
     assert set(table["sr_p"]["masked_face"]) == {"none", "gaussian_noise", "gaussian_blur", "jpeg"}
     counts = table["counts"]["masked_face"]["none"]
     assert counts["total"] + counts["reference_missing"] == 4  # the test split
