@@ -86,13 +86,14 @@ def masks_generate(
     root: str,
     source: Literal["celeba", "folder"] = "celeba",
     store: str | None = None,
-    generator: Literal["landmark"] = "landmark",
+    generator: Literal["landmark", "diffface"] = "landmark",
     image_size: int = 256,
     workers: int = 1,
     shard: str = "0/1",
     seed: int = 0,
     identity_sample: int = 32,
     progress: bool = True,
+    generator_options: dict[str, Any] | None = None,
 ) -> int:
     """Fill the mask store with generated masks x_m = MG(x_p, x_r); prints a JSON summary.
 
@@ -104,7 +105,8 @@ def masks_generate(
         root: the dataset folder (CelebA: the folder holding ``img_align_celeba/``).
         source: dataset layout.
         store: mask store folder (default ``<root>/masks_store``).
-        generator: the mask generator (``landmark``: an offline CPU face swap on dlib landmarks).
+        generator: the mask generator (``landmark``: an offline CPU face swap on dlib landmarks; ``diffface``:
+            the DiffFace port, run as a Lightning predict, one shard per process; see README.md).
         image_size: side of the square masks in pixels (train with ``data.image_size`` <= this).
         workers: processes (1: this process).
         shard: ``K/N``: make only shard K of N (N processes or machines sharing the store fill it without
@@ -112,6 +114,8 @@ def masks_generate(
         seed: seed of the pairing and of re-pairing.
         identity_sample: new masks checked with dlib's recogniser for the summary's identity statistics.
         progress: show progress bars (rate and ETA) on stderr.
+        generator_options: the generator's options, given as ``--generator.KEY VALUE``
+            (``diffface``: ``--generator.checkpoint PATH`` and ``--generator.devices 2`` ...).
 
     Returns:
         0 when the run finished (rows that could not be masked are listed in the summary and, once the
@@ -124,6 +128,11 @@ def masks_generate(
 
     try:
         require_faces_extra("ipmn masks generate")
+        if generator == "diffface":
+            from .faces.diffface_cli import diffface_generate
+
+            options = generator_options
+            return diffface_generate(root, source, store, image_size, seed, identity_sample, progress, options)
         summary = generate_masks(
             root,
             source=source,
@@ -144,11 +153,17 @@ def masks_generate(
 
 
 from .evaluation import evaluate  # noqa: E402 - the workflow commands
+from .faces.diffface_cli import masks_convert_diffface, rewrite_generator_flags  # noqa: E402
 from .pipeline import pipeline  # noqa: E402
 from .roles import protect, recover, verify  # noqa: E402
 
 TOOLS: dict[str, Any] = {
-    "masks": {"pairs": masks_pairs, "generate": masks_generate, "check": masks_check},
+    "masks": {
+        "pairs": masks_pairs,
+        "generate": masks_generate,
+        "check": masks_check,
+        "convert-diffface": masks_convert_diffface,
+    },
     "pipeline": pipeline,
     "protect": protect,
     "recover": recover,
@@ -164,4 +179,4 @@ def run_tool(args: Sequence[str]) -> int:
     if args[0] not in TOOLS:
         print(f"ipmn: unknown command {args[0]!r}; run `ipmn --help` for the list", file=sys.stderr)
         return 2
-    return int(auto_cli(TOOLS[args[0]], args=list(args[1:])) or 0)
+    return int(auto_cli(TOOLS[args[0]], args=rewrite_generator_flags(args[1:])) or 0)

@@ -44,6 +44,9 @@ class FaceSwapDataModule(pl.LightningDataModule):
             so it is the same on every DDP rank (each then reads its share of it), in every epoch and after a
             resume; validation and test splits are never reduced. An epoch is a pass over the subset, so the
             paper's epoch counts cost ``epochs * subset / batch`` steps (see the cost table in README.md).
+        faces_only: serve single faces instead of triplets (``celeba``/``folder`` without a mask store): batches
+            hold ``protected`` (the face), ``index`` and ``key`` (its relative path). For models of faces, such
+            as the DiffFace DDPM (``configs/diffface.yaml``).
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class FaceSwapDataModule(pl.LightningDataModule):
         check_store: bool = True,
         train_fraction: float = 1.0,
         train_limit: int | None = None,
+        faces_only: bool = False,
     ) -> None:
         super().__init__()
         if image_size < 8 or image_size % 2:
@@ -98,6 +102,7 @@ class FaceSwapDataModule(pl.LightningDataModule):
         self.check_store = check_store
         self.train_fraction = train_fraction
         self.train_limit = train_limit
+        self.faces_only = faces_only
         self._datasets: dict[str, Dataset] = {}
 
     # ------------------------------------------------------------------ datasets
@@ -133,6 +138,8 @@ class FaceSwapDataModule(pl.LightningDataModule):
 
             length = dict(zip(("train", "val", "test"), self.synthetic_sizes))[split]
             return SyntheticFaceSwapDataset(length, self.image_size, seed=self.seed, split=split)
+        if self.faces_only:
+            return self._build_faces_dataset(split)
         from .mask_store import FaceSwapPairsDataset, read_pairs
 
         records = [r for r in read_pairs(self.mask_store) if r.split == split]
@@ -143,9 +150,24 @@ class FaceSwapDataModule(pl.LightningDataModule):
             )
         return FaceSwapPairsDataset(self.image_root(), self.mask_store, records, self.image_size)
 
+    def _build_faces_dataset(self, split: Split) -> Dataset:
+        from .face_images import FaceImagesDataset
+
+        if self.source == "celeba":
+            from .celeba import read_celeba_splits
+
+            splits = read_celeba_splits(self.root)  # type: ignore[arg-type]
+        else:
+            from .folder import folder_splits
+
+            splits = folder_splits(self.root, self.val_fraction, self.test_fraction, self.seed)  # type: ignore[arg-type]
+        if split == "train" and not splits["train"]:
+            raise ValueError(f"data.root={self.root} has no training images for faces_only=true; add face images")
+        return FaceImagesDataset(self.image_root(), splits[split], self.image_size)
+
     def prepare_data(self) -> None:
         """Validate the mask store once (rank 0) so a mismatch fails before any training starts."""
-        if self.source == "synthetic" or not self.check_store:
+        if self.source == "synthetic" or not self.check_store or self.faces_only:
             return
         from .mask_store import MaskStoreError, check_store
 
@@ -215,6 +237,8 @@ class FaceSwapDataModule(pl.LightningDataModule):
             flip = torch.rand(batch["protected"].shape[0], device=batch["protected"].device) < 0.5
             # no `if flip.any()`: on a GPU that would wait for the device every step (issue 16)
             for key in IMAGE_KEYS:
+                if key not in batch:  # faces_only batches hold ``protected`` alone
+                    continue
                 images = batch[key]
                 batch[key] = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
         return batch
