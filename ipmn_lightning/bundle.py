@@ -29,8 +29,16 @@ from torch import Tensor, nn
 
 from . import __version__
 from .metrics import NC_THRESHOLD
-from .modules.base import CheckpointError, load_phase_checkpoint
-from .modules.blackbox import PHASE1, build, extractor_config, load_phase2
+from .phases import (
+    PHASE1,
+    PHASE3_ENHANCE,
+    PHASE_KEY,
+    CheckpointError,
+    build,
+    extractor_config,
+    load_phase2,
+    load_phase_checkpoint,
+)
 from .utils import atomic_path
 
 __all__ = [
@@ -47,7 +55,6 @@ __all__ = [
 SERVICE_FORMAT = "ipmn-service"
 VERIFIER_FORMAT = "ipmn-verifier"
 FORMAT_VERSION = 1
-ENHANCE_PHASE = "extractor_enhance"
 BundleFormat = Literal["ipmn-service", "ipmn-verifier"]
 _NETWORKS = {SERVICE_FORMAT: ("embedder", "inn"), VERIFIER_FORMAT: ("extractor",)}
 _ROLE = {
@@ -140,17 +147,15 @@ def export_service_bundle(phase2_ckpt: str | os.PathLike[str], path: str | os.Pa
 def _extractor_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, Tensor], float]:
     """R's config, the state dict and the NC threshold of a phase-1 or an extractor-enhancement checkpoint."""
     try:
-        checkpoint = load_phase_checkpoint(path, "extractor_ckpt", PHASE1)
+        checkpoint = load_phase_checkpoint(path, "extractor_ckpt", (PHASE1, PHASE3_ENHANCE))
+    except CheckpointError as err:
+        raise CheckpointError(
+            f"{err}; a verifier bundle takes a phase-1 or an extractor-enhancement checkpoint"
+        ) from err
+    if checkpoint[PHASE_KEY] == PHASE1:
         hparams = checkpoint["hyper_parameters"]
         threshold = float(hparams.get("nc_threshold", NC_THRESHOLD))
         return extractor_config(hparams), checkpoint["state_dict"], threshold
-    except CheckpointError as err:
-        if "is a checkpoint of phase" in str(err) and repr(ENHANCE_PHASE) not in str(err):
-            hint = "a verifier bundle takes a phase-1 or an extractor-enhancement checkpoint"
-            raise CheckpointError(f"{err}; {hint}") from err
-        if repr(ENHANCE_PHASE) not in str(err):
-            raise
-    checkpoint = load_phase_checkpoint(path, "extractor_ckpt", ENHANCE_PHASE)
     frozen = checkpoint.get("ipmn_frozen") or {}
     if "extractor" not in frozen:
         raise CheckpointError(f"extractor_ckpt: {path} does not record its extractor; re-save it")

@@ -32,6 +32,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from .phases import PHASE1, PHASE2, PHASE3_STEAL
 from .utils import atomic_write_text
 
 __all__ = [
@@ -127,7 +128,7 @@ class IPMNSaveConfigCallback(SaveConfigCallback):
 
 
 def default_wandb_run_name(model_class_path: str | None, init_args: Mapping[str, Any] | None = None) -> str | None:
-    """The W&B run name of a phase: the module's ``phase`` (``watermark_pretrain``, ...), plus the stealer in 3a.
+    """The W&B run name of a phase: the module's ``phase`` (``phase1``, ...), plus the stealer in 3a.
 
     Args:
         model_class_path: ``model.class_path`` of the LightningCLI config.
@@ -148,7 +149,7 @@ def default_wandb_run_name(model_class_path: str | None, init_args: Mapping[str,
     phase = getattr(cls, "phase", None) or cls.__name__
     args = init_args.as_dict() if isinstance(init_args, Namespace) else dict(init_args or {})
     stealer = args.get("stealer")
-    return f"{phase}-{stealer}" if stealer and "steal" in phase else str(phase)
+    return f"{phase}-{stealer}" if stealer and phase == PHASE3_STEAL else str(phase)
 
 
 # ------------------------------------------------------------------------------------------------ random state
@@ -465,9 +466,9 @@ class ExactResume(Callback):
 SWEEP_OBJECTIVES: dict[str, dict[str, float]] = {
     # PSNR (dB) of the watermarked mask, minus 1 dB for every 5 % of failed extractions or false positives:
     # searching the loss weights trades invisibility against extraction, so neither alone is the objective
-    "watermark_pretrain": {"val/psnr_mask": 1.0, "val/sr_e_watermarked": 20.0, "val/fpr_mask": -20.0},
+    PHASE1: {"val/psnr_mask": 1.0, "val/sr_e_watermarked": 20.0, "val/fpr_mask": -20.0},
     # mean PSNR (dB) of the 8-bit masked face (x_wmf vs x_wm) and of the face recovered from it (x'_p vs x_p)
-    "invertible_mask": {"val/psnr_masked_q8": 0.5, "val/psnr_recovered_q8": 0.5},
+    PHASE2: {"val/psnr_masked_q8": 0.5, "val/psnr_recovered_q8": 0.5},
 }
 
 

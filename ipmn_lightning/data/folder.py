@@ -16,9 +16,10 @@ import hashlib
 import os
 from pathlib import Path
 
+from ipmn_lightning.data.celeba import read_celeba_identities, read_celeba_splits
 from ipmn_lightning.data.images import IMAGE_EXTENSIONS, SPLITS, DatasetLayoutError
 
-__all__ = ["folder_splits", "list_images", "split_of"]
+__all__ = ["dataset_layout", "folder_splits", "list_images", "split_of"]
 
 _STORE_MARKER = "pairs.csv"
 
@@ -116,3 +117,10 @@ def folder_splits(
     for rel in files:
         splits[split_of(rel, val_fraction, test_fraction, seed)].append(rel)
     return splits
+
+
+def dataset_layout(source: str, root: Path) -> tuple[Path, dict[str, list[str]], dict[str, int] | None]:
+    """The image folder, the splits and (CelebA) the identities of a dataset of layout ``source``."""
+    if source == "celeba":
+        return root / "img_align_celeba", read_celeba_splits(root), read_celeba_identities(root)
+    return root, folder_splits(root), None

@@ -5,7 +5,7 @@ import torch
 from helpers import SIZE, TINY_PHASE2, tiny_data, tiny_trainer
 
 from ipmn_lightning.modules import InvertibleMaskModule
-from ipmn_lightning.modules.base import CheckpointError
+from ipmn_lightning.phases import CheckpointError
 
 
 def make_module(checkpoints, **kwargs) -> InvertibleMaskModule:
@@ -49,7 +49,7 @@ def test_missing_and_wrong_phase1_checkpoint(tmp_path, checkpoints):
     with pytest.raises(CheckpointError, match="phase1_ckpt"):
         InvertibleMaskModule(image_size=SIZE, phase1_ckpt=str(tmp_path / "nope.ckpt"), **TINY_PHASE2).setup("fit")
     wrong = InvertibleMaskModule(image_size=SIZE, phase1_ckpt=str(checkpoints["phase2"]), **TINY_PHASE2)
-    with pytest.raises(CheckpointError, match="expected 'watermark_pretrain'"):
+    with pytest.raises(CheckpointError, match="expected 'phase1'"):
         wrong.setup("fit")
 
 
