@@ -191,7 +191,11 @@ def _train_generators(trainer: pl.Trainer) -> list[torch.Generator]:
 
 
 def _collect_rng_state() -> dict[str, Any]:
-    """The global random states in a form ``torch.load(weights_only=True)`` reads (tensors, ints, tuples)."""
+    """The global random states in a form ``torch.load(weights_only=True)`` reads (tensors, ints, tuples).
+
+    Not Lightning's ``_collect_rng_states``: it stores numpy's state as a tuple holding an ndarray, which a
+    weights-only load refuses by default, and every checkpoint here is loaded weights-only.
+    """
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),

@@ -34,8 +34,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from PIL import Image
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from .data.images import IMAGE_EXTENSIONS, ImageReadError
+from .data.images import ImageReadError
 from .utils import atomic_save_image, atomic_write_text, rgb_image
 
 __all__ = ["RoleError", "empirical_p_values", "fisher_combined_p_value", "protect", "recover", "verify"]
@@ -65,10 +66,10 @@ def list_images(path: str, what: str) -> list[Path]:
     if not source.is_dir():
         raise RoleError(f"--{what}: {source} is neither an image file nor a folder")
     files = sorted(
-        p for p in source.iterdir() if p.is_file() and not _is_hidden(p) and p.suffix.lower() in IMAGE_EXTENSIONS
+        p for p in source.iterdir() if p.is_file() and not _is_hidden(p) and p.suffix.lower() in IMG_EXTENSIONS
     )
     if not files:
-        raise RoleError(f"--{what}: no images ({', '.join(IMAGE_EXTENSIONS)}) in {source}")
+        raise RoleError(f"--{what}: no images ({', '.join(IMG_EXTENSIONS)}) in {source}")
     _by_stem(files, what)
     return files
 
