@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from . import __version__
@@ -118,8 +120,6 @@ def _tensors(state_dict: dict[str, Tensor], prefixes: tuple[str, ...]) -> dict[s
 
 
 def _write(path: str | os.PathLike, fmt: str, config: dict[str, Any], tensors: dict[str, Tensor]) -> Path:
-    from safetensors.torch import save_file
-
     header = {"format": fmt, "format_version": str(FORMAT_VERSION),
               "config": json.dumps({**config, "ipmn_version": __version__}, sort_keys=True)}  # fmt: skip
     target = Path(path)
@@ -302,8 +302,6 @@ def load_bundle(path: str | os.PathLike[str], expected_format: BundleFormat) -> 
             (``threshold`` in (0, 1), ``image_size`` in [8, 4096], ...), or missing/mismatched tensors; the
             message names the file and the field.
     """
-    from safetensors import safe_open
-
     file = Path(path).expanduser()
     want = _ROLE[expected_format]
     if not file.is_file():

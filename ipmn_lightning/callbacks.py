@@ -88,7 +88,9 @@ class IPMNSaveConfigCallback(SaveConfigCallback):
 
     An existing file is replaced when ``overwrite`` is true (the ``ipmn`` default) and kept otherwise, the config
     then going to the next free ``config-N.yaml``: no run ever fails because a ``config.yaml`` already exists.
-    No collective call is made on rank 0 alone, so this is safe under DDP.
+    No collective call is made on rank 0 alone, so this is safe under DDP. Lightning's ``setup`` is replaced, not
+    extended: it raises on an existing file and writes to ``trainer.log_dir``, and the choice of folder cannot move
+    to the ``save_config`` hook, which Lightning calls on rank 0 only while ``trainer.log_dir`` is a collective call.
     """
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
