@@ -7,11 +7,14 @@ function to dodge a cycle counts like any other.
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from ipmn_lightning.phases import PHASES
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ipmn_lightning"
 
@@ -117,3 +120,11 @@ def test_inference_does_not_import_lightning(module):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_one_name_per_phase():
+    """The registry's key is the module's ``phase`` tag, its file name and its config files' name."""
+    for key, phase in PHASES.items():
+        module, _, name = phase.module.rpartition(".")
+        assert getattr(importlib.import_module(module), name).phase == key and module.endswith(f".{key}")
+        assert (PACKAGE.parent / phase.config).is_file() and (PACKAGE.parent / f"configs/demo/{key}.yaml").is_file()
