@@ -301,8 +301,10 @@ class ExactResume(Callback):
     - **Validation during fit** leaves the training random streams as it found them (see
       :meth:`on_validation_end`), as Lightning does for its sanity check.
 
-    To give every epoch's iterator a known starting state, the first epoch's iterator of a fresh fit is created
-    once more at ``on_train_start`` (the data order differs from a run without this callback, reproducibly).
+    The iterator is recreated through Lightning's private ``fit_loop._data_fetcher``: a ``StatefulDataLoader``
+    (public) was measured not bit-identical without workers (docs/scaling.md). To give every epoch's iterator a
+    known starting state, the first epoch's iterator of a fresh fit is created once more at ``on_train_start``
+    (the data order differs from a run without this callback, reproducibly).
 
     Args:
         per_rank_seed: reseed DDP ranks above 0 as described (needs ``seed_everything``).
