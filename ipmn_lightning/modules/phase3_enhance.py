@@ -128,7 +128,8 @@ class ExtractorEnhanceModule(IPMNModule):
         )
         load_submodule(self.embedder, state2, "embedder", f"phase2_ckpt {self.phase2_ckpt}")
         load_submodule(self.inn, state2, "inn", f"phase2_ckpt {self.phase2_ckpt}")
-        self.extractor = self.extractor or build("extractor", configs1["extractor"])
+        if self.extractor is None:  # phase1_ckpt appeared after __init__
+            self.extractor = build("extractor", configs1["extractor"])
         load_submodule(self.extractor, state1, "extractor", f"phase1_ckpt {self.phase1_ckpt}")
         for module, (_, state), path in zip(self.stealers, stealers, self.stealer_ckpts):
             load_submodule(module, state, "stealer", f"stealer_ckpt {path}")
