@@ -7,7 +7,10 @@ split), so the report measures exactly what training logs:
   pairs, float and 8-bit);
 - Tables 3, 4 and 10 and the false-positive rates from
   :class:`~ipmn_lightning.modules.ExtractorEnhanceModule`, built from the phase-1, phase-2 and stealer
-  checkpoints twice: once with the phase-1 R (the "initial" extractor) and once with the enhanced R.
+  checkpoints twice: once with the phase-1 R (the "initial" extractor) and once with the enhanced R;
+- Table 11 (privacy, SR_P) with an offline face recogniser (dlib's, the ``faces`` extra): x_wmf as the
+  sender shares it (8-bit), without attack and under the paper's three attacks, x_m for reference, and
+  the utility (x'_p recognised as x_p).
 
 Outputs (written atomically): ``report.md`` (each table beside the paper's numbers), ``report.json`` and
 ``examples.png`` (a Fig. 5/6-style grid).
@@ -28,6 +31,7 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from .data.datamodule import FaceSwapDataModule
+from .faces.privacy import TABLE11_BLUR_KERNEL, TABLE11_BLUR_SIGMA, TABLE11_JPEG_QUALITY, TABLE11_NOISE_STD
 from .manifest import load_manifest
 from .modules import ExtractorEnhanceModule, InvertibleMaskModule
 from .phases import PHASE3_ENHANCE, PHASE3_STEAL, PHASES, build, load_phase_checkpoint, load_submodule
@@ -45,7 +49,11 @@ PAPER: dict[str, Any] = {
     "table4": {"phase1": 0.0, "enhanced": 1.0},
     "table10": {"cnet": 0.74, "res9": 0.92, "res16": 0.93, "unet": 1.0},
     "false_positive_rate": 0.0,
+    "table11": {"none": 1.0, "gaussian_noise": 1.0, "gaussian_blur": 1.0, "jpeg": 1.0},
 }
+ATTACKS = {"none": "without attack", "gaussian_noise": f"Gaussian noise σ {TABLE11_NOISE_STD}",
+           "gaussian_blur": f"Gaussian blur {TABLE11_BLUR_KERNEL}×{TABLE11_BLUR_KERNEL} σ {TABLE11_BLUR_SIGMA}",
+           "jpeg": f"JPEG {TABLE11_JPEG_QUALITY}"}  # fmt: skip
 PAIRS = {"recovered": "(x_p, x'_p)", "masked": "(x_wm, x_wmf)", "recovered_mask": "(x_wm, x'_wm)"}
 WATERMARKED = {"masked_face": "x_wmf", "recovered_mask": "x'_wm", "stolen": "x_sm"}
 CLEAN = {"mask": "x_m", "protected": "x_p", "recovered_face": "x'_p"}
@@ -115,6 +123,46 @@ def _tables(
     }
 
 
+@torch.no_grad()
+def _privacy(module: Any, loader: Any, limit_batches: int | None) -> dict[str, Any]:
+    """Table 11: SR_P of x_wmf (8-bit, as shared) and of x_m under each attack, and the utility of x'_p.
+
+    Args:
+        module: an extraction module (its ``sources`` give x_wmf and x'_p, z seeded per batch).
+        loader: the evaluation images.
+        limit_batches: at most this many batches.
+
+    Returns:
+        ``recogniser``, ``sr_p`` (``{"masked_face"|"mask": {attack: rate}}``), ``counts`` (the raw counts of
+        each rate, including faces not found), ``utility`` and ``utility_counts``.
+    """
+    from .faces.analysis import DlibIdentityEncoder
+    from .faces.privacy import PrivacySuccessRate, RecoveryUtility, table11_attacks
+
+    encoder = DlibIdentityEncoder()
+    attacks = table11_attacks(seed=0)
+    rates = {image: {a: PrivacySuccessRate(encoder) for a in attacks} for image in ("masked_face", "mask")}
+    utility = RecoveryUtility(encoder)
+    module = module.cpu().eval()
+    for index, batch in enumerate(loader):
+        if limit_batches is not None and index >= limit_batches:
+            break
+        sources = module.sources(batch, torch.Generator().manual_seed(index))  # 8-bit, as the files arrive
+        reference = encoder.embed(batch["protected"])
+        for image, per_attack in rates.items():
+            for attack, metric in per_attack.items():
+                metric.update(attacks[attack](sources[image]), reference)
+        utility.update(sources["recovered_face"], reference)
+    return {
+        "recogniser": f"{getattr(encoder, 'description', type(encoder).__name__)}, same person below "
+        f"{encoder.threshold}",
+        "sr_p": {image: {a: float(m.compute()) for a, m in per.items()} for image, per in rates.items()},
+        "counts": {image: {a: m.counts() for a, m in per.items()} for image, per in rates.items()},
+        "utility": float(utility.compute()),
+        "utility_counts": utility.counts(),
+    }
+
+
 def _fmt(value: float | None, digits: int = 4) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
@@ -159,8 +207,32 @@ def _markdown(report: dict[str, Any]) -> str:
         *_md("Table 10: SR_E against each stealing model", ["stealer", *per_r, "paper"],
              t10 or [["(none trained)", *("–" for _ in per_r), "–"]]),
         *_md("False-positive rate on clean sources (target 0%)", ["extractor", *CLEAN.values()], fpr),
+        *(_privacy_markdown(report["table11"]) if report.get("table11") else []),
         "![examples](examples.png)", "", "Checkpoints: " + json.dumps(report["checkpoints"]), "",
     ])  # fmt: skip
+
+
+def _privacy_markdown(table: dict[str, Any]) -> list[str]:
+    """Table 11 in the paper's layout, with the counts behind each rate."""
+
+    def pct(value: float) -> str:
+        return f"{100 * value:.1f}%"
+
+    counts = table["counts"]["masked_face"]["none"]
+    rows = []
+    for image, label in (("masked_face", "IPMN: x_wmf (8-bit)"), ("mask", "x_m alone (reference)")):
+        no_face = "/".join(str(c["no_face"]) for c in table["counts"][image].values())
+        rows.append([label, *(pct(table["sr_p"][image][a]) for a in ATTACKS), no_face])
+    rows.append(["paper: proposed method (Baidu's recogniser)", *(pct(PAPER["table11"][a]) for a in ATTACKS), "–"])
+    utility = table["utility_counts"]
+    return [
+        *_md(f"Table 11: SR_P, images not recognised as x_p (recogniser: {table['recogniser']})",
+             ["images", *ATTACKS.values(), "no face found (per attack)"], rows),
+        f"{counts['total']} faces with a face found in x_p ({counts['reference_missing']} without, left out); "
+        "an image with no face found counts as not recognised.", "",
+        f"Utility: x'_p recognised as x_p: {pct(table['utility'])} ({utility['recognised']} of {utility['total']}).",
+        "",
+    ]  # fmt: skip
 
 
 @torch.no_grad()
@@ -218,6 +290,7 @@ def run_evaluation(
     examples: int = 6,
     progress: bool = True,
     lpips_net: Literal["alex", "vgg", "squeeze"] | None = "alex",
+    privacy: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate a pipeline output (or explicit checkpoints) and write the report; returns its contents.
 
@@ -235,6 +308,8 @@ def run_evaluation(
         examples: columns of the example grid.
         progress: show Lightning's progress bar.
         lpips_net: LPIPS backbone of Table 2, used only when its weights are in the torch hub cache.
+        privacy: add Table 11 (SR_P and utility with dlib's recogniser; needs the ``faces`` extra). Default:
+            on for photos (``data.source`` celeba or folder) when the extra is installed.
     """
     checkpoints, data = _run_checkpoints(run) if run else ({"stealer_ckpt": [], "enhance_ckpt": None}, {})
     given = {"phase1_ckpt": phase1_ckpt, "phase2_ckpt": phase2_ckpt, "enhance_ckpt": enhance_ckpt}
@@ -274,6 +349,15 @@ def run_evaluation(
     )
     metrics = {"phase2": image_metrics, "phase1_R": initial_metrics, "enhanced_R": enhanced_metrics}
     tables = _tables(image_metrics, initial_metrics, enhanced_metrics, initial.stealer_names)
+    if privacy is None:
+        from .faces.analysis import FacesExtraMissingError, require_faces_extra
+
+        try:
+            require_faces_extra()
+            privacy = datamodule.source != "synthetic"
+        except FacesExtraMissingError:
+            privacy = False
+    tables["table11"] = _privacy(initial, loader, limit_batches) if privacy else None
     report = {"split": split, "images": count, "checkpoints": checkpoints, "data": data, "paper": PAPER,
               **tables, "metrics": metrics}  # fmt: skip
     files = {name: target / name for name in ("report.md", "report.json", "examples.png")}
@@ -297,6 +381,7 @@ def evaluate(
     limit_batches: int | None = None,
     out: str | None = None,
     accelerator: str = "auto",
+    privacy: bool | None = None,
 ) -> int:
     """Write ``report.md``, ``report.json`` and ``examples.png``: the paper's Tables 2, 3, 4, 10 and Fig. 5/6.
 
@@ -311,6 +396,7 @@ def evaluate(
         limit_batches: evaluate only this many batches.
         out: report folder (default: the run folder, else ``evaluation``).
         accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
+        privacy: add Table 11 (SR_P with dlib's recogniser; ``faces`` extra). Default: on for photos.
     """
     report = run_evaluation(
         run=run,
@@ -323,6 +409,7 @@ def evaluate(
         limit_batches=limit_batches,
         out=out,
         accelerator=accelerator,
+        privacy=privacy,
     )
     print(Path(report["files"]["report.md"]).read_text())
     print("wrote " + ", ".join(report["files"].values()))

@@ -6,9 +6,10 @@
 
 Every method takes a (3, H, W) or (B, 3, H, W) float tensor in [0, 1] (or a uint8 tensor in [0, 255], scaled
 by 1/255; other integer tensors are refused), a PIL image, or a list of PIL images, and returns the same kind
-(float tensors for tensor input). Images of another size than the bundle's are resized (the whole image,
-squashed to a square: bilinear with antialiasing for tensors, Lanczos for PIL images), so outputs are
-always at the bundle's image size. Tensors come back on the device they came from.
+(float tensors for tensor input). Images of another size than the bundle's are resized (bilinear with
+antialiasing for tensors, Lanczos for PIL images); a non-square image is first centre-cropped to its largest
+square, as training reads photos, so a face keeps its proportions. Outputs are always at the bundle's
+image size. Tensors come back on the device they came from.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from torch import Tensor
 
 from .bundle import SERVICE_FORMAT, VERIFIER_FORMAT, Bundle, load_bundle
 from .metrics import normalized_correlation, quantize_8bit
-from .utils import pil_to_tensor, rgb_image, tensor_to_pil
+from .utils import center_square_box, pil_to_tensor, rgb_image, tensor_to_pil
 
 __all__ = ["IPMN", "Verification"]
 
@@ -124,6 +125,10 @@ class IPMN:
                     f"{name}: expected a float tensor in [0, 1] or a uint8 tensor in [0, 255], got {batch.dtype}; "
                     "convert it first, e.g. x.float() / 65535 for 16-bit pixels"
                 )
+            height, width = batch.shape[-2:]
+            if height != width:
+                left, top, right, bottom = center_square_box(width, height)
+                batch = batch[..., top:bottom, left:right]
             if batch.shape[-2:] != (self.image_size, self.image_size):
                 size = (self.image_size, self.image_size)
                 batch = F.interpolate(batch, size=size, mode="bilinear", antialias=True, align_corners=False)
@@ -136,7 +141,8 @@ class IPMN:
 
     def _pil_batch(self, images: list[Image.Image]) -> Tensor:
         size = (self.image_size, self.image_size)
-        resized = [i if i.size == size else rgb_image(i).resize(size, Image.Resampling.LANCZOS) for i in images]
+        square = [i if i.width == i.height else rgb_image(i).crop(center_square_box(*i.size)) for i in images]
+        resized = [i if i.size == size else rgb_image(i).resize(size, Image.Resampling.LANCZOS) for i in square]
         return torch.stack([pil_to_tensor(i) for i in resized]).to(self.device)
 
     @staticmethod

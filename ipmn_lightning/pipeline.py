@@ -10,6 +10,11 @@ A pipeline file is the config of the command (``ipmn pipeline --config configs/d
       - {name: steal_unet, config: configs/demo/phase3_steal.yaml, args: ["--model.init_args.stealer=unet"]}
       - {name: enhance, config: configs/demo/phase3_enhance.yaml}
 
+A pipeline over real photos may start with a ``masks`` step that fills the mask store before phase 1
+(``ipmn masks generate``; ``configs/faces/pipeline.yaml``)::
+
+    masks: {generator: landmark, image_size: 128, workers: 2}   # store: <output>/masks_store
+
 Each phase runs through the code path of ``ipmn fit`` (:func:`ipmn_lightning.training.build_cli`) in
 ``<output>/<name>``, with its checkpoints pinned to ``<output>/<name>/checkpoints``. The ``phase1_ckpt``,
 ``phase2_ckpt`` and ``stealer_ckpt`` arguments a phase's model accepts are filled in from the earlier
@@ -52,6 +57,7 @@ from .utils import atomic_write_text
 
 __all__ = [
     "MANIFEST",
+    "MasksStep",
     "PhaseSpec",
     "clean_nc_reference",
     "export_bundles",
@@ -78,6 +84,70 @@ class PhaseSpec:
     name: str
     config: str
     args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MasksStep:
+    """The optional first step: generate the mask store x_m = MG(x_p, x_r) (``ipmn masks generate``).
+
+    The store is filled before phase 1 and every phase reads it (``--data.mask_store``); a rerun finishes
+    what an interrupted one left, as ``ipmn masks generate`` does.
+
+    Args:
+        generator: the mask generator (see ``ipmn masks generate``).
+        image_size: side of the square masks (at least the phases' ``data.image_size``).
+        workers: processes.
+        seed: seed of the pairing.
+        identity_sample: new masks checked with the recogniser for the identity statistics of the summary.
+        root: the dataset folder (default: ``--data.root`` of the overrides, else of the first phase's config).
+        source: ``celeba`` or ``folder`` (default: as ``root``, from ``--data.source``).
+        store: the store folder (default ``<output>/masks_store``: the dataset folder is never written to).
+    """
+
+    generator: str = "landmark"
+    image_size: int = 256
+    workers: int = 1
+    seed: int = 0
+    identity_sample: int = 32
+    root: str | None = None
+    source: Literal["celeba", "folder"] | None = None
+    store: str | None = None
+
+
+def _data_setting(name: str, phases: list[PhaseSpec], extra: list[str]) -> Any:
+    """``data.<name>`` as the first phase will see it: its config, then its args and the overrides (last wins)."""
+    value = ((yaml.safe_load(Path(phases[0].config).read_text()) or {}).get("data") or {}).get(name)
+    for arg in [*phases[0].args, *extra]:
+        if arg.startswith(f"--data.{name}="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def _make_masks(step: MasksStep, phases: list[PhaseSpec], extra: list[str], out: Path, previous: dict) -> dict:
+    """Run the masks step (skipped when an earlier run finished it); returns its manifest record."""
+    from .faces.analysis import require_faces_extra
+    from .faces.generate import generate_masks
+
+    require_faces_extra("the pipeline's masks step")
+    root = step.root or _data_setting("root", phases, extra)
+    source = step.source or _data_setting("source", phases, extra)
+    if not root or source not in ("celeba", "folder"):
+        raise ValueError(
+            f"the masks step needs a dataset of real photos: got data.root={root!r}, data.source={source!r}; "
+            "pass --overrides+=--data.root=DIR (and --data.source=folder or celeba) or set masks.root/source"
+        )
+    store = Path(step.store) if step.store else out / "masks_store"
+    record = {"name": "masks", "kind": "masks", "root": str(root), "source": source, "store": _relative(store, out),
+              "generator": step.generator, "image_size": step.image_size}  # fmt: skip
+    if previous.get("status") == "finished" and (store / "pairs.csv").is_file():
+        print(f"masks: finished earlier ({store}), skipped")
+        return {**previous, "reused": True}
+    print(f"masks: filling {store} from {root} ({step.generator}, {step.image_size} px)", flush=True)
+    tic = time.time()
+    summary = generate_masks(root, source=source, store=store, generator=step.generator,
+                             image_size=step.image_size, workers=step.workers, seed=step.seed,
+                             identity_sample=step.identity_sample)  # fmt: skip
+    return {**record, "status": "finished", "summary": summary, "wall_time_s": time.time() - tic}
 
 
 def _model_class(spec: PhaseSpec) -> type:
@@ -199,6 +269,7 @@ def pipeline(
     overrides: list[str] | None = None,
     seed: int | None = None,
     evaluate: bool = True,
+    masks: MasksStep | None = None,
 ) -> int:
     """Train the phases in order, chaining their checkpoints; then export the bundles and evaluate.
 
@@ -211,13 +282,15 @@ def pipeline(
         overrides: ``ipmn fit`` arguments appended to every phase, e.g. ``["--trainer.max_epochs=1"]``.
         seed: ``seed_everything`` of every phase (default: each config's own).
         evaluate: write the evaluation report at the end.
+        masks: generate the mask store first (real photos; see :class:`MasksStep`).
     """
     names = [p.name for p in phases]
     if len(set(names)) != len(names) or not names:
         raise ValueError(f"pipeline phases need unique names, got {names}")
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    previous = {r["name"]: r for r in load_manifest(out).get("phases", [])}
+    earlier = load_manifest(out)
+    previous = {r["name"]: r for r in earlier.get("phases", [])}
     extra = [*([f"--seed_everything={seed}"] if seed is not None else []), *(overrides or [])]
     manifest: dict[str, Any] = {"format": "ipmn-pipeline", "format_version": 1, "output": str(output),
                                 "checkpoint": checkpoint, "overrides": extra, "versions": _versions(),
@@ -225,6 +298,19 @@ def pipeline(
 
     def save() -> None:
         atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2, default=str) + "\n")
+
+    if masks is not None:
+        manifest["masks"] = {"name": "masks", "kind": "masks", "status": "running"}
+        save()
+        try:
+            manifest["masks"] = _make_masks(masks, phases, extra, out, earlier.get("masks") or {})
+        except BaseException as err:
+            manifest["masks"].update(status="failed", error=f"{type(err).__name__}: {err}")
+            raise
+        finally:
+            save()
+        # the phases read the generated store; a --data.mask_store of the overrides still wins
+        extra = [f"--data.mask_store={out / manifest['masks']['store']}", *extra]
 
     done: dict[str, list[str]] = {key: [] for key in PHASES}
     started = time.time()
@@ -365,7 +451,7 @@ def run_pipeline(
         evaluate: replaces the file's ``evaluate``.
     """
     spec = yaml.safe_load(Path(config).read_text()) or {}
-    unknown = set(spec) - {"output", "checkpoint", "phases", "overrides", "seed", "evaluate"}
+    unknown = set(spec) - {"output", "checkpoint", "phases", "overrides", "seed", "evaluate", "masks"}
     if unknown:
         raise ValueError(f"{config}: unknown pipeline keys {sorted(unknown)}")
     phases = [PhaseSpec(**p) for p in spec.get("phases") or []]
@@ -374,6 +460,7 @@ def run_pipeline(
         phases=phases, output=out, checkpoint=spec.get("checkpoint", "last"),
         overrides=[*(spec.get("overrides") or []), *(overrides or [])], seed=spec.get("seed"),
         evaluate=spec.get("evaluate", True) if evaluate is None else evaluate,
+        masks=MasksStep(**spec["masks"]) if spec.get("masks") else None,
     )  # fmt: skip
     if code != 0:
         raise RuntimeError(f"pipeline {config} stopped before the end; see {Path(out) / MANIFEST}")

@@ -4,9 +4,11 @@ Each command takes one image file or a folder of them (``.png``, ``.jpg``, ...; 
 i.e. names starting with a dot such as macOS ``._name.png`` and the temporary files of an interrupted save,
 are skipped), runs the :class:`~ipmn_lightning.facade.IPMN` facade in batches (with a progress bar on
 folders) and writes lossless PNG files atomically, named after the input file's stem. Images not at the
-bundle's size are resized (``--resize resize``, the whole image squashed to a square) or refused
-(``--resize reject``). Large images are reduced while they are read (JPEGs are decoded at 1/2 to 1/8 scale
-when that still leaves the bundle's size), so only bundle-sized images are held in memory.
+bundle's size are centre-cropped to their largest square and resized (``--resize crop``, the default: what
+training does with photos, so a portrait photo keeps its proportions and loses its top and bottom edges),
+squashed to a square whole (``--resize resize``) or refused (``--resize reject``). Large images are reduced
+while they are read (JPEGs are decoded at 1/2 to 1/8 scale when that still leaves the bundle's size), so only
+bundle-sized images are held in memory.
 
 Pixel formats: 8-bit images of any PIL mode are converted to RGB; 16-bit greyscale (``I;16``) is scaled by
 1/65535; 32-bit float images (``F``, e.g. float TIFF) must hold values in [0, 1] and are refused otherwise.
@@ -41,11 +43,11 @@ from tqdm.auto import tqdm
 from .bundle import VERIFIER_FORMAT, BundleError, load_bundle
 from .data.images import ImageReadError
 from .facade import IPMN
-from .utils import atomic_save_image, atomic_write_text, rgb_image
+from .utils import atomic_save_image, atomic_write_text, center_square_box, rgb_image
 
 __all__ = ["RoleError", "empirical_p_values", "fisher_combined_p_value", "protect", "recover", "verify"]
 
-ResizePolicy = Literal["resize", "reject"]
+ResizePolicy = Literal["crop", "resize", "reject"]
 
 
 class RoleError(ValueError):
@@ -143,7 +145,8 @@ def check_images(files: list[Path], size: int, resize: ResizePolicy) -> None:
             wrong.append(f"{file} ({width}x{height})")
     if wrong and resize == "reject":
         raise RoleError(
-            f"images not at the bundle's {size}x{size} (pass --resize resize to resize them):\n  " + "\n  ".join(wrong)
+            f"images not at the bundle's {size}x{size} (pass --resize crop or --resize resize to resize them):\n  "
+            + "\n  ".join(wrong)
         )
 
 
@@ -159,10 +162,12 @@ def read_images(files: list[Path], size: int, resize: ResizePolicy) -> list[Imag
         try:
             with Image.open(file) as img:
                 original = img.size
-                if resize == "resize" and img.format == "JPEG" and min(img.size) >= 2 * size:
+                if resize != "reject" and img.format == "JPEG" and min(img.size) >= 2 * size:
                     img.draft("RGB", (size, size))  # libjpeg decodes at 1/2..1/8 scale, both sides >= size
                 img.load()
                 rgb = rgb_image(img)
+                if resize == "crop" and rgb.width != rgb.height:
+                    rgb = rgb.crop(center_square_box(*rgb.size))
                 if rgb.size != (size, size):
                     rgb = rgb.resize((size, size), Image.Resampling.LANCZOS)
                 images.append(rgb.copy() if rgb is img else rgb)
@@ -172,7 +177,8 @@ def read_images(files: list[Path], size: int, resize: ResizePolicy) -> list[Imag
             wrong.append(f"{file} ({original[0]}x{original[1]})")
     if wrong and resize == "reject":
         raise RoleError(
-            f"images not at the bundle's {size}x{size} (pass --resize resize to resize them):\n  " + "\n  ".join(wrong)
+            f"images not at the bundle's {size}x{size} (pass --resize crop or --resize resize to resize them):\n  "
+            + "\n  ".join(wrong)
         )
     return images
 
@@ -293,7 +299,7 @@ def protect(
     protected: str,
     mask: str,
     out: str,
-    resize: ResizePolicy = "resize",
+    resize: ResizePolicy = "crop",
     batch_size: int = 8,
     device: str = "cpu",
 ) -> int:
@@ -305,7 +311,8 @@ def protect(
         mask: the mask image or a folder of masks (x_m), paired with the faces by file name stem; never the
             same file or folder as ``protected``.
         out: output folder; not an input folder nor inside one.
-        resize: what to do with images not at the bundle's size.
+        resize: images not at the bundle's size: ``crop`` (centre square, resized), ``resize`` (squashed whole)
+            or ``reject``.
         batch_size: images per forward pass.
         device: ``cpu`` or ``cuda[:N]``.
     """
@@ -346,7 +353,7 @@ def recover(
     masked: str,
     out: str,
     seed: int | None = None,
-    resize: ResizePolicy = "resize",
+    resize: ResizePolicy = "crop",
     batch_size: int = 8,
     device: str = "cpu",
 ) -> int:
@@ -357,7 +364,8 @@ def recover(
         masked: a masked face (x_wmf, as written by ``ipmn protect``) or a folder of them.
         out: output folder; not the ``masked`` folder nor inside it (the next run would read the outputs).
         seed: seed of the Gaussian z (batch ``i`` uses ``seed + i``); ``None``: random.
-        resize: what to do with images not at the bundle's size.
+        resize: images not at the bundle's size: ``crop`` (centre square, resized), ``resize`` (squashed whole)
+            or ``reject``.
         batch_size: images per forward pass.
         device: ``cpu`` or ``cuda[:N]``.
     """
@@ -434,7 +442,7 @@ def verify(
     report: str | None = None,
     overwrite: bool = False,
     reference: str | None = None,
-    resize: ResizePolicy = "resize",
+    resize: ResizePolicy = "crop",
     batch_size: int = 8,
     device: str = "cpu",
 ) -> int:
@@ -453,7 +461,8 @@ def verify(
         report: also write the results to this JSON file (never an input or the bundle).
         overwrite: replace an existing ``report``.
         reference: an image or a folder of clean faces (without the watermark) whose NCs form the reference.
-        resize: what to do with images not at the bundle's size.
+        resize: images not at the bundle's size: ``crop`` (centre square, resized), ``resize`` (squashed whole)
+            or ``reject``.
         batch_size: images per forward pass.
         device: ``cpu`` or ``cuda[:N]``.
     """

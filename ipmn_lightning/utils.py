@@ -25,6 +25,7 @@ __all__ = [
     "atomic_save_image",
     "atomic_write_bytes",
     "atomic_write_text",
+    "center_square_box",
     "pil_to_tensor",
     "rgb_image",
     "tensor_to_pil",
@@ -220,3 +221,19 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     img = rgb_image(img)
     arr = np.array(img, dtype=np.uint8, copy=True)
     return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
+
+
+def center_square_box(width: int, height: int) -> tuple[int, int, int, int]:
+    """The largest centred square inside a ``width`` x ``height`` image.
+
+    Args:
+        width: image width in pixels.
+        height: image height in pixels.
+
+    Returns:
+        ``(left, top, right, bottom)`` in pixels; an odd leftover pixel goes to the right/bottom.
+    """
+    side = min(width, height)
+    left = (width - side) // 2
+    top = (height - side) // 2
+    return left, top, left + side, top + side

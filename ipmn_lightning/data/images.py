@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from PIL import Image, ImageOps
 
-from ipmn_lightning.utils import pil_to_tensor, rgb_image
+from ipmn_lightning.utils import center_square_box, pil_to_tensor, rgb_image
 
 __all__ = [
     "SPLITS",
@@ -37,22 +37,6 @@ class ImageReadError(ValueError):
 
 class DatasetLayoutError(ValueError):
     """A dataset folder does not have the layout its reader expects."""
-
-
-def center_square_box(width: int, height: int) -> tuple[int, int, int, int]:
-    """The largest centred square inside a ``width`` x ``height`` image.
-
-    Args:
-        width: image width in pixels.
-        height: image height in pixels.
-
-    Returns:
-        ``(left, top, right, bottom)`` in pixels; an odd leftover pixel goes to the right/bottom.
-    """
-    side = min(width, height)
-    left = (width - side) // 2
-    top = (height - side) // 2
-    return left, top, left + side, top + side
 
 
 def load_image(

@@ -221,6 +221,7 @@ class DlibIdentityEncoder(IdentityEncoder):
     """
 
     threshold = 0.6
+    description = "dlib ResNet 128-d (face-recognition-models), Euclidean"
 
     def __init__(self, analyzer: DlibFaceAnalyzer | None = None, threshold: float = 0.6) -> None:
         require_faces_extra("DlibIdentityEncoder")

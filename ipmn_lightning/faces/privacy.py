@@ -92,17 +92,18 @@ class IdentityMatchRate(Metric):
             self.encoder = DlibIdentityEncoder()
         return self.encoder
 
-    def update(self, images: Tensor, reference: Tensor) -> None:
+    def update(self, images: Tensor, reference: Tensor | tuple[Tensor, Tensor]) -> None:
         """Add a batch.
 
         Args:
             images: the images to recognise ``(B, 3, H, W)`` float in [0, 1] (masks x_m or x_wmf for SR_P,
                 recovered faces x'_p for the utility).
-            reference: the protected faces x_p ``(B, 3, H', W')`` float in [0, 1].
+            reference: the protected faces x_p ``(B, 3, H', W')`` float in [0, 1], or their
+                ``encoder.embed`` result ``(embeddings, found)`` when several metrics share one reference.
         """
         enc = self._encoder()
         emb, found = enc.embed(images)
-        ref, ref_found = enc.embed(reference)
+        ref, ref_found = enc.embed(reference) if isinstance(reference, Tensor) else reference
         self.update_embeddings(emb, found, ref, ref_found)
 
     def update_embeddings(self, emb: Tensor, found: Tensor, ref: Tensor, ref_found: Tensor) -> None:
