@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from ipmn_lightning.data import FaceSwapDataModule
+from ipmn_lightning.data.datamodule import FaceSwapDataModule
 from ipmn_lightning.modules import InvertibleMaskModule, WatermarkPretrainModule
 from ipmn_lightning.pipeline import load_manifest, run_pipeline
 from ipmn_lightning.utils import atomic_write_text

@@ -8,10 +8,12 @@
 It prints a table and writes JSON (``--out``, default ``speed_<device>.json``; written to a temporary
 name and renamed). What each number means is in benchmarks/README.md. In short:
 
-* ``training``: one optimisation step of each phase's training-step body (forward, losses, backward,
-  gradient checks/clipping, optimizer step), built from the phase modules without a Trainer, after a
-  warm-up step. ``images_per_s`` = batch / median step time; ``peak_mem_mb`` = peak resident memory
-  above the level before the first step (CPU, from /proc VmHWM) or peak CUDA memory allocated.
+* ``training``: one optimisation step of each phase (forward, losses, backward, gradient checks/clipping,
+  optimizer step) after a warm-up step: the modules' own ``training_step`` (phases 1, 3a, 3b; outside
+  ``Trainer.fit``, see :func:`attach_trainer`); phase 2's row comes from the coupling comparison, which runs
+  the module's own ``run_inn``, ``losses`` and ``step_verdict`` with either coupling network.
+  ``images_per_s`` = batch / median step time; ``peak_mem_mb`` = peak resident memory above the level
+  before the first step (CPU, from /proc VmHWM) or peak CUDA memory allocated.
 * ``flops``, ``gflops_per_s``, ``fraction_of_peak`` on every training and inference row (issue 16): the
   matmul/convolution FLOPs of one step (``FlopCounterMode``), the rate achieved, and that rate over the dense
   matmul throughput of this machine measured in the same run (``peak``).
@@ -46,7 +48,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytorch_lightning as pl
 import torch
+from torch.utils import benchmark
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -57,7 +61,6 @@ import hinet_reference  # noqa: E402
 
 from ipmn_lightning.data.datamodule import FaceSwapDataModule  # noqa: E402
 from ipmn_lightning.data.watermark import default_watermark  # noqa: E402
-from ipmn_lightning.losses import discriminator_loss  # noqa: E402
 from ipmn_lightning.modules import (  # noqa: E402
     ExtractorEnhanceModule,
     InvertibleMaskModule,
@@ -65,6 +68,7 @@ from ipmn_lightning.modules import (  # noqa: E402
     WatermarkPretrainModule,
 )
 from ipmn_lightning.nets.inn import DenseBlock, InvertibleMaskNet  # noqa: E402
+from ipmn_lightning.phases import build  # noqa: E402
 
 SCHEMA_VERSION = 2  # 2: FLOPs, GFLOP/s and fraction of the measured matmul peak (issue 16)
 MiB = 1024 * 1024
@@ -305,17 +309,9 @@ class Memory:
 
 
 def _timed(fn: Callable[[], Any], device: str) -> float:
+    """Seconds of one call of ``fn`` (``torch.utils.benchmark`` synchronises CUDA around it)."""
     synchronize(device)
-    if device == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / 1000.0
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+    return benchmark.Timer("fn()", globals={"fn": fn}).timeit(1).median
 
 
 class FlopCount:
@@ -523,10 +519,28 @@ def _autocast(cfg: BenchConfig, bf16: bool) -> contextlib.AbstractContextManager
 
 
 # ------------------------------------------------------------------------------------ training steps
+def attach_trainer(module: pl.LightningModule, optimizers: list[torch.optim.Optimizer]) -> pl.LightningModule:
+    """Let ``module.training_step`` run outside ``Trainer.fit``, so the benchmark times the real step.
+
+    A connected Trainer gives the step ``optimizers()``, ``toggled_optimizer``, ``manual_backward`` and
+    ``clip_gradients``; ``self.log`` has no loop to log into outside a fit, so it is a no-op here.
+    """
+    with quiet():
+        trainer = pl.Trainer(
+            accelerator="cpu" if module.device.type == "cpu" else "auto", devices=1, logger=False,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        )  # fmt: skip
+    trainer.strategy.connect(module)
+    trainer.strategy.optimizers = optimizers
+    module.trainer = trainer
+    module.log = module.log_dict = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    return module
+
+
 def phase1_step(
     cfg: BenchConfig, batch_size: int, bf16: bool = False, channels_last: bool = False
 ) -> tuple[Callable[[], None], dict]:
-    """Phase 1 (H + R step on ℓ_IP, then D step), as ``WatermarkPretrainModule.training_step`` does."""
+    """Phase 1: ``WatermarkPretrainModule.training_step`` (an H+R step on ℓ_IP, then a D step)."""
     w = cfg.widths
     with quiet():
         module = WatermarkPretrainModule(
@@ -535,38 +549,17 @@ def phase1_step(
             lambda_vgg=1.0 if cfg.vgg else 0.0, vgg_weights="random" if cfg.vgg else None,
         )  # fmt: skip
     module.to(cfg.device).train()
-    (opt_hr, opt_d), _ = module.configure_optimizers()
-    mask = _images(batch_size, cfg.image_size, cfg.device, 1)["mask"]
+    batch = _images(batch_size, cfg.image_size, cfg.device, 1)
     if channels_last:
         module.to(memory_format=torch.channels_last)
-        mask = mask.contiguous(memory_format=torch.channels_last)
-    hr = [module.embedder, module.extractor]
+        batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in batch.items()}
     for net in (module.embedder, module.extractor, module.discriminator):
         _maybe_compile(net, cfg)
-    embedder = module.embedder
-    gan_mode = module.hparams.gan_mode
+    attach_trainer(module, module.configure_optimizers()[0])
 
     def step() -> None:
-        # toggled_optimizer(opt_hr): D's parameters take no gradient in the H+R step
-        module.discriminator.requires_grad_(False)
-        with _autocast(cfg, bf16):
-            watermarked = embedder(mask, module.watermark)
-            losses = module.ip_losses(mask, watermarked)
-        opt_hr.zero_grad(set_to_none=True)
-        losses["ip"].backward()
-        opt_hr.step()
-        module.discriminator.requires_grad_(True)
-        for net in hr:
-            net.requires_grad_(False)
-        with _autocast(cfg, bf16):
-            loss_d = discriminator_loss(
-                module.discriminator(mask), module.discriminator(watermarked.detach()), gan_mode
-            )
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-        for net in hr:
-            net.requires_grad_(True)
+        with _autocast(cfg, bf16), quiet():
+            module.training_step(batch, 0)
 
     return step, {"module": module}
 
@@ -592,45 +585,50 @@ def phase2_step(
     bf16: bool = False,
     record: dict[str, Any] | None = None,
 ) -> Callable[[], None]:
-    """Phase 2's step body with ``inn`` as the coupling network (``InvertibleMaskModule.training_step``).
+    """Phase 2: ``InvertibleMaskModule.training_step`` with ``inn`` as the coupling network.
 
-    Each call stores ``h_s`` (frozen H) and ``inn_s`` (coupling network step) in ``record``, and
-    with ``record["capture"]`` set, the outputs of the put-on/put-off pass.
+    The module's ``watermark_mask`` and ``run_inn`` are wrapped (once per module) so that each call stores
+    ``h_s`` (frozen H) and ``inn_s`` (the rest of the step) in ``record``, seeds z from ``record["seed"]`` and,
+    with ``record["capture"]`` set, keeps the outputs of the put-on/put-off pass.
     """
     opt = torch.optim.Adam(inn.parameters(), lr=1e-5, betas=(0.5, 0.999), eps=1e-6, weight_decay=1e-5)
-    protected, mask = batch["protected"], batch["mask"]
     record = record if record is not None else {}
     _maybe_compile(inn, cfg)
+    if "watermark_mask" not in vars(module):
+        attach_trainer(module, [opt])
+        watermark_mask, run_inn = module.watermark_mask, module.run_inn
+
+        def timed_h(mask: torch.Tensor) -> torch.Tensor:
+            t0 = time.perf_counter()
+            out = watermark_mask(mask)
+            synchronize(cfg.device)
+            module.bench_record["h_s"] = time.perf_counter() - t0
+            return out
+
+        def seeded_inn(protected: torch.Tensor, watermarked: torch.Tensor) -> dict[str, torch.Tensor]:
+            rec = module.bench_record
+            if rec.get("seed") is not None:
+                torch.manual_seed(rec["seed"])  # the same z for ours and the reference
+            out = run_inn(protected, watermarked)
+            if rec.get("capture"):
+                rec["outputs"] = {
+                    k: out[k].detach().float().cpu() for k in ("masked_face", "recovered_face", "recovered_mask")
+                }
+            return out
+
+        module.watermark_mask, module.run_inn = timed_h, seeded_inn  # type: ignore[method-assign]
 
     def step() -> None:
         t0 = time.perf_counter()
-        watermarked = module.watermark_mask(mask)
-        synchronize(cfg.device)
-        t1 = time.perf_counter()
-        saved, module.inn = module.inn, inn
+        saved, module.inn, module.bench_record = module.inn, inn, record
+        module.trainer.strategy.optimizers = [opt]
         try:
-            if record.get("seed") is not None:
-                torch.manual_seed(record["seed"])  # the same z for ours and the reference
-            with _autocast(cfg, bf16):
-                out = module.run_inn(protected, watermarked)
-                losses = module.losses(protected, watermarked, out)
+            with _autocast(cfg, bf16), quiet():
+                module.training_step(batch, 0)
         finally:
             module.inn = saved
-        loss = losses["fp"]
-        if record.get("capture"):
-            keys = ("masked_face", "recovered_face", "recovered_mask")
-            record["outputs"] = {k: out[k].detach().float().cpu() for k in keys}
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        # the real step's guards: one fused check of loss, gradients and spike, one host sync
-        skip, _ = module.step_verdict(loss, [p.grad for p in inn.parameters() if p.grad is not None])
-        if skip is None:
-            torch.nn.utils.clip_grad_norm_(inn.parameters(), 10.0)
-            opt.step()
-            module.update_loss_average(loss)
         synchronize(cfg.device)
-        t2 = time.perf_counter()
-        record["h_s"], record["inn_s"] = t1 - t0, t2 - t1
+        record["inn_s"] = time.perf_counter() - t0 - record["h_s"]
 
     return step
 
@@ -675,6 +673,7 @@ def enhance_step(cfg: BenchConfig, batch_size: int) -> tuple[Callable[[], None],
             {"embedder": configs["embedder"], "inn": configs["inn"], "extractor": configs["extractor"],
              "stealers": [configs["stealer"]]}
         )  # fmt: skip
+        module.extractor = build("extractor", configs["extractor"])  # R: trainable, not one of the frozen networks
     _nontrivial_inn_(module.inn)
     module.watermark.copy_(default_watermark(cfg.image_size))
     module.to(cfg.device).train()

@@ -25,12 +25,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from . import __version__
 from .metrics import NC_THRESHOLD
-from .modules.base import CheckpointError, load_phase_checkpoint
-from .modules.blackbox import PHASE1, build, extractor_config, load_phase2
+from .phases import (
+    PHASE1,
+    PHASE3_ENHANCE,
+    PHASE_KEY,
+    CheckpointError,
+    build,
+    extractor_config,
+    load_phase2,
+    load_phase_checkpoint,
+)
 from .utils import atomic_path
 
 __all__ = [
@@ -47,7 +57,6 @@ __all__ = [
 SERVICE_FORMAT = "ipmn-service"
 VERIFIER_FORMAT = "ipmn-verifier"
 FORMAT_VERSION = 1
-ENHANCE_PHASE = "extractor_enhance"
 BundleFormat = Literal["ipmn-service", "ipmn-verifier"]
 _NETWORKS = {SERVICE_FORMAT: ("embedder", "inn"), VERIFIER_FORMAT: ("extractor",)}
 _ROLE = {
@@ -111,8 +120,6 @@ def _tensors(state_dict: dict[str, Tensor], prefixes: tuple[str, ...]) -> dict[s
 
 
 def _write(path: str | os.PathLike, fmt: str, config: dict[str, Any], tensors: dict[str, Tensor]) -> Path:
-    from safetensors.torch import save_file
-
     header = {"format": fmt, "format_version": str(FORMAT_VERSION),
               "config": json.dumps({**config, "ipmn_version": __version__}, sort_keys=True)}  # fmt: skip
     target = Path(path)
@@ -140,17 +147,15 @@ def export_service_bundle(phase2_ckpt: str | os.PathLike[str], path: str | os.Pa
 def _extractor_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, Tensor], float]:
     """R's config, the state dict and the NC threshold of a phase-1 or an extractor-enhancement checkpoint."""
     try:
-        checkpoint = load_phase_checkpoint(path, "extractor_ckpt", PHASE1)
+        checkpoint = load_phase_checkpoint(path, "extractor_ckpt", (PHASE1, PHASE3_ENHANCE))
+    except CheckpointError as err:
+        raise CheckpointError(
+            f"{err}; a verifier bundle takes a phase-1 or an extractor-enhancement checkpoint"
+        ) from err
+    if checkpoint[PHASE_KEY] == PHASE1:
         hparams = checkpoint["hyper_parameters"]
         threshold = float(hparams.get("nc_threshold", NC_THRESHOLD))
         return extractor_config(hparams), checkpoint["state_dict"], threshold
-    except CheckpointError as err:
-        if "is a checkpoint of phase" in str(err) and repr(ENHANCE_PHASE) not in str(err):
-            hint = "a verifier bundle takes a phase-1 or an extractor-enhancement checkpoint"
-            raise CheckpointError(f"{err}; {hint}") from err
-        if repr(ENHANCE_PHASE) not in str(err):
-            raise
-    checkpoint = load_phase_checkpoint(path, "extractor_ckpt", ENHANCE_PHASE)
     frozen = checkpoint.get("ipmn_frozen") or {}
     if "extractor" not in frozen:
         raise CheckpointError(f"extractor_ckpt: {path} does not record its extractor; re-save it")
@@ -297,8 +302,6 @@ def load_bundle(path: str | os.PathLike[str], expected_format: BundleFormat) -> 
             (``threshold`` in (0, 1), ``image_size`` in [8, 4096], ...), or missing/mismatched tensors; the
             message names the file and the field.
     """
-    from safetensors import safe_open
-
     file = Path(path).expanduser()
     want = _ROLE[expected_format]
     if not file.is_file():

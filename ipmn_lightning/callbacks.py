@@ -32,6 +32,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from .phases import PHASE1, PHASE2, PHASE3_STEAL
 from .utils import atomic_write_text
 
 __all__ = [
@@ -87,7 +88,9 @@ class IPMNSaveConfigCallback(SaveConfigCallback):
 
     An existing file is replaced when ``overwrite`` is true (the ``ipmn`` default) and kept otherwise, the config
     then going to the next free ``config-N.yaml``: no run ever fails because a ``config.yaml`` already exists.
-    No collective call is made on rank 0 alone, so this is safe under DDP.
+    No collective call is made on rank 0 alone, so this is safe under DDP. Lightning's ``setup`` is replaced, not
+    extended: it raises on an existing file and writes to ``trainer.log_dir``, and the choice of folder cannot move
+    to the ``save_config`` hook, which Lightning calls on rank 0 only while ``trainer.log_dir`` is a collective call.
     """
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -127,7 +130,7 @@ class IPMNSaveConfigCallback(SaveConfigCallback):
 
 
 def default_wandb_run_name(model_class_path: str | None, init_args: Mapping[str, Any] | None = None) -> str | None:
-    """The W&B run name of a phase: the module's ``phase`` (``watermark_pretrain``, ...), plus the stealer in 3a.
+    """The W&B run name of a phase: the module's ``phase`` (``phase1``, ...), plus the stealer in 3a.
 
     Args:
         model_class_path: ``model.class_path`` of the LightningCLI config.
@@ -148,7 +151,7 @@ def default_wandb_run_name(model_class_path: str | None, init_args: Mapping[str,
     phase = getattr(cls, "phase", None) or cls.__name__
     args = init_args.as_dict() if isinstance(init_args, Namespace) else dict(init_args or {})
     stealer = args.get("stealer")
-    return f"{phase}-{stealer}" if stealer and "steal" in phase else str(phase)
+    return f"{phase}-{stealer}" if stealer and phase == PHASE3_STEAL else str(phase)
 
 
 # ------------------------------------------------------------------------------------------------ random state
@@ -190,7 +193,11 @@ def _train_generators(trainer: pl.Trainer) -> list[torch.Generator]:
 
 
 def _collect_rng_state() -> dict[str, Any]:
-    """The global random states in a form ``torch.load(weights_only=True)`` reads (tensors, ints, tuples)."""
+    """The global random states in a form ``torch.load(weights_only=True)`` reads (tensors, ints, tuples).
+
+    Not Lightning's ``_collect_rng_states``: it stores numpy's state as a tuple holding an ndarray, which a
+    weights-only load refuses by default, and every checkpoint here is loaded weights-only.
+    """
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
@@ -294,8 +301,10 @@ class ExactResume(Callback):
     - **Validation during fit** leaves the training random streams as it found them (see
       :meth:`on_validation_end`), as Lightning does for its sanity check.
 
-    To give every epoch's iterator a known starting state, the first epoch's iterator of a fresh fit is created
-    once more at ``on_train_start`` (the data order differs from a run without this callback, reproducibly).
+    The iterator is recreated through Lightning's private ``fit_loop._data_fetcher``: a ``StatefulDataLoader``
+    (public) was measured not bit-identical without workers (docs/scaling.md). To give every epoch's iterator a
+    known starting state, the first epoch's iterator of a fresh fit is created once more at ``on_train_start``
+    (the data order differs from a run without this callback, reproducibly).
 
     Args:
         per_rank_seed: reseed DDP ranks above 0 as described (needs ``seed_everything``).
@@ -465,9 +474,9 @@ class ExactResume(Callback):
 SWEEP_OBJECTIVES: dict[str, dict[str, float]] = {
     # PSNR (dB) of the watermarked mask, minus 1 dB for every 5 % of failed extractions or false positives:
     # searching the loss weights trades invisibility against extraction, so neither alone is the objective
-    "watermark_pretrain": {"val/psnr_mask": 1.0, "val/sr_e_watermarked": 20.0, "val/fpr_mask": -20.0},
+    PHASE1: {"val/psnr_mask": 1.0, "val/sr_e_watermarked": 20.0, "val/fpr_mask": -20.0},
     # mean PSNR (dB) of the 8-bit masked face (x_wmf vs x_wm) and of the face recovered from it (x'_p vs x_p)
-    "invertible_mask": {"val/psnr_masked_q8": 0.5, "val/psnr_recovered_q8": 0.5},
+    PHASE2: {"val/psnr_masked_q8": 0.5, "val/psnr_recovered_q8": 0.5},
 }
 
 

@@ -1,178 +1,202 @@
-"""The ``ipmn`` console script.
+"""The ``ipmn`` console script: the top of the package, imported by nothing.
 
-``ipmn fit|validate|test|predict`` go to a LightningCLI in subclass mode: the YAML's ``model.class_path``
-picks the phase module and the data module is shared. Every other command is a plain typed function
-(``ipmn_lightning.tools``) parsed by jsonargparse from the same entry point.
+``ipmn fit|validate|test|predict`` go to the LightningCLI (:func:`ipmn_lightning.training.build_cli`); every other
+command is a plain typed function, dispatched with ``jsonargparse.auto_cli`` over :data:`COMMANDS`, which also
+generates ``ipmn --help`` and each command's ``--help`` from the signatures and docstrings.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-import pickle
+import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from jsonargparse import auto_cli
 
 from . import __version__
-
-TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
-OVERVIEW = f"""ipmn {__version__}: invertible privacy-preserving mask network with IP protection
-
-usage: ipmn COMMAND [options]    (ipmn COMMAND --help for each command's options)
-
-training (LightningCLI; model.class_path picks the phase):
-  fit        train a phase:            ipmn fit --config configs/phase1.yaml
-  validate   validate a checkpoint:    ipmn validate --config configs/phase1.yaml --ckpt_path last.ckpt
-  test       test a checkpoint
-  predict    run predict_step over the test split
-
-workflow (the roles of paper §3.1):
-  pipeline   train every phase, export the bundles, evaluate:
-               ipmn pipeline --config configs/demo/pipeline.yaml
-  evaluate   the paper's tables and an example grid of a run:
-               ipmn evaluate --run runs/demo
-  protect    sender: put the watermarked mask on faces:
-               ipmn protect --bundle service.safetensors --protected DIR_OR_FILE --mask DIR_OR_FILE --out DIR
-  recover    receiver: take the mask off:
-               ipmn recover --bundle service.safetensors --masked DIR_OR_FILE --out DIR
-  verify     owner: do images carry the watermark? (exit code 0 when every image does)
-               ipmn verify --bundle verifier.safetensors --images DIR_OR_FILE --report report.json
-
-tools:
-  masks      mask store helpers: `ipmn masks pairs` writes pairs.csv for a dataset, `ipmn masks generate` makes
-             the masks offline (faces extra), `ipmn masks check` validates a store
-"""
+from .data.folder import dataset_layout
+from .data.mask_store import check_store, make_pairs, write_pairs
+from .evaluation import evaluate
+from .faces.analysis import FacesExtraMissingError, require_faces_extra
+from .faces.diffface_cli import diffface_generate, masks_convert_diffface, rewrite_generator_flags
+from .faces.generate import generate_masks
+from .phases import CheckpointError
+from .pipeline import pipeline
+from .roles import protect, recover, verify
+from .training import TRAINER_COMMANDS, build_cli
 
 
-class IPMNCLI(LightningCLI):
-    """LightningCLI with the image size shared between the data module and the phase module.
+def masks_pairs(
+    *,
+    root: str,
+    source: Literal["celeba", "folder"] = "celeba",
+    store: str | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> int:
+    """Write ``pairs.csv`` for a dataset: a deterministic (protected, replacement) pairing per split.
 
-    A ``WandbLogger`` without a ``name`` gets the phase's name (``watermark_pretrain``, ...) except in sweeps.
-    Every checkpoint a command loads (``--ckpt_path``, local or a URL) is read with ``weights_only=True``, so
-    a crafted checkpoint cannot run code (``--weights_only false`` is refused), and a local ``--ckpt_path``
-    must come from the phase the config trains.
+    Run your face-swap generator (e.g. the official DiffFace code) over the rows and save each mask at
+    the row's ``mask`` path inside the store; then ``ipmn masks check`` validates the result.
+
+    Args:
+        root: the dataset folder (CelebA: the folder holding ``img_align_celeba/``).
+        source: dataset layout.
+        store: mask store folder (default ``<root>/masks_store``).
+        seed: seed of the pairing.
+        overwrite: replace an existing ``pairs.csv``.
     """
-
-    def _parse_ckpt_path(self) -> None:
-        """Refuse a local ``--ckpt_path`` of another phase before Lightning reads its hyper-parameters.
-
-        Lightning applies the checkpoint's hyper-parameters, ``_class_path`` included, to the config, which
-        would silently swap a phase-1 config's model for the checkpoint's phase-2 module.
-        """
-        from .modules.base import load_phase_checkpoint
-
-        subcommand = self.config.get("subcommand")
-        config = self.config.get(subcommand) if subcommand else None
-        ckpt_path = config.get("ckpt_path") if config is not None else None
-        if ckpt_path and Path(ckpt_path).is_file():
-            module_name, _, name = str(config.get("model.class_path") or "").rpartition(".")
-            try:
-                phase = getattr(getattr(importlib.import_module(module_name), name, None), "phase", None)
-            except (ImportError, ValueError):  # not resolvable here: Lightning reports the class itself
-                phase = None
-            if phase is not None:
-                load_phase_checkpoint(ckpt_path, "--ckpt_path", phase)  # CheckpointError: unreadable, other phase
-        super()._parse_ckpt_path()
-
-    def _run_trainer(self, subcommand: str, **kwargs: Any) -> Any:
-        """``trainer.<subcommand>(...)`` with ``weights_only=True`` (Lightning's default for URLs is False)."""
-        from .modules.base import CheckpointError
-
-        if kwargs.get("weights_only") is False:
-            raise CheckpointError("--weights_only false is refused: checkpoints are always loaded weights-only")
-        kwargs["weights_only"] = True
-        try:
-            return getattr(self.trainer, subcommand)(**kwargs)
-        except pickle.UnpicklingError as err:
-            raise CheckpointError(
-                f"--ckpt_path {kwargs.get('ckpt_path')}: refused, it holds objects a weights-only load does not "
-                f"allow (a checkpoint that could run code, or not a checkpoint of this library): {err}"
-            ) from err
-
-    def fit(self, **kwargs: Any) -> Any:
-        """``ipmn fit``: Trainer.fit, loading ``--ckpt_path`` weights-only."""
-        return self._run_trainer("fit", **kwargs)
-
-    def validate(self, **kwargs: Any) -> Any:
-        """``ipmn validate``: Trainer.validate, loading ``--ckpt_path`` weights-only."""
-        return self._run_trainer("validate", **kwargs)
-
-    def test(self, **kwargs: Any) -> Any:
-        """``ipmn test``: Trainer.test, loading ``--ckpt_path`` weights-only."""
-        return self._run_trainer("test", **kwargs)
-
-    def predict(self, **kwargs: Any) -> Any:
-        """``ipmn predict``: Trainer.predict, loading ``--ckpt_path`` weights-only."""
-        return self._run_trainer("predict", **kwargs)
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Link ``data.image_size`` to every phase's ``image_size``."""
-        parser.link_arguments("data.image_size", "model.init_args.image_size")
-
-    def before_instantiate_classes(self) -> None:
-        """Name an unnamed W&B run after its phase (outside sweeps, where the agent names the runs)."""
-        from .callbacks import default_wandb_run_name
-
-        config = self.config.get(self.subcommand) if self.subcommand else self.config
-        if config is None or os.environ.get("WANDB_SWEEP_ID"):
-            return
-        loggers = config.get("trainer.logger")
-        for logger in loggers if isinstance(loggers, list) else [loggers]:
-            init_args = getattr(logger, "init_args", None)
-            if str(getattr(logger, "class_path", "")).endswith("WandbLogger") and init_args is not None:
-                if init_args.get("name") is None:
-                    init_args["name"] = default_wandb_run_name(
-                        config.get("model.class_path"), config.get("model.init_args")
-                    )
+    root_path = Path(root).expanduser()
+    store_path = Path(store).expanduser() if store else root_path / "masks_store"
+    if (store_path / "pairs.csv").exists() and not overwrite:
+        print(f"error: {store_path / 'pairs.csv'} exists; pass --overwrite true to replace it", file=sys.stderr)
+        return 1
+    _, splits, identities = dataset_layout(source, root_path)
+    records = make_pairs(splits, identities, seed=seed)
+    store_path.mkdir(parents=True, exist_ok=True)
+    write_pairs(store_path, records)
+    counts = {s: sum(r.split == s for r in records) for s in ("train", "val", "test")}
+    print(f"wrote {store_path / 'pairs.csv'}: {len(records)} pairs {counts}")
+    return 0
 
 
-def build_cli(args: Sequence[str] | None = None, run: bool = True) -> IPMNCLI:
-    """Build (and by default run) the training CLI; ``args=None`` reads ``sys.argv``."""
-    from .callbacks import ExactResume, IPMNSaveConfigCallback
-    from .data.datamodule import FaceSwapDataModule
-    from .modules import IPMNModule
+def masks_check(
+    *,
+    root: str,
+    source: Literal["celeba", "folder"] = "celeba",
+    store: str | None = None,
+    image_size: int | None = None,
+) -> int:
+    """Validate a mask store against its dataset; prints every problem and exits non-zero if any.
 
-    return IPMNCLI(
-        IPMNModule,
-        FaceSwapDataModule,
-        subclass_mode_model=True,
-        seed_everything_default=0,
-        # never fails on an existing config.yaml; feeds the W&B run config (ipmn_lightning/callbacks.py)
-        save_config_callback=IPMNSaveConfigCallback,
-        save_config_kwargs={"overwrite": True},
-        # appended to the configured callbacks: per-rank seeds under DDP, random state in checkpoints
-        trainer_defaults={"callbacks": [ExactResume()]},
-        args=list(args) if args is not None else None,
-        run=run,
-    )
+    Args:
+        root: the dataset folder.
+        source: dataset layout.
+        store: mask store folder (default ``<root>/masks_store``).
+        image_size: expected mask size; ``None`` requires each mask to match its protected image's size.
+    """
+    root_path = Path(root).expanduser()
+    store_path = Path(store).expanduser() if store else root_path / "masks_store"
+    image_root = root_path / "img_align_celeba" if source == "celeba" else root_path
+    problems = check_store(store_path, image_root, image_size)
+    for line in problems:
+        print(line)
+    print(f"{store_path}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
+
+
+def masks_generate(
+    *,
+    root: str,
+    source: Literal["celeba", "folder"] = "celeba",
+    store: str | None = None,
+    generator: Literal["landmark", "diffface"] = "landmark",
+    image_size: int = 256,
+    workers: int = 1,
+    shard: str = "0/1",
+    seed: int = 0,
+    identity_sample: int = 32,
+    progress: bool = True,
+    generator_options: dict[str, Any] | None = None,
+) -> int:
+    """Fill the mask store with generated masks x_m = MG(x_p, x_r); prints a JSON summary.
+
+    Creates ``pairs.csv`` if absent (as ``ipmn masks pairs``), finds every face once, re-pairs a row whose
+    replacement has no detectable face, makes and atomically writes each mask, and logs every row so a
+    rerun does only what is left. Needs the ``faces`` extra (``pip install "ipmn-lightning[faces]"``).
+
+    Args:
+        root: the dataset folder (CelebA: the folder holding ``img_align_celeba/``).
+        source: dataset layout.
+        store: mask store folder (default ``<root>/masks_store``).
+        generator: the mask generator (``landmark``: an offline CPU face swap on dlib landmarks; ``diffface``:
+            the DiffFace port, run as a Lightning predict, one shard per process; see README.md).
+        image_size: side of the square masks in pixels (train with ``data.image_size`` <= this).
+        workers: processes (1: this process).
+        shard: ``K/N``: make only shard K of N (N processes or machines sharing the store fill it without
+            overlap; rerun once without ``--shard`` after all finish, or let the last one finish it).
+        seed: seed of the pairing and of re-pairing.
+        identity_sample: new masks checked with dlib's recogniser for the summary's identity statistics.
+        progress: show progress bars (rate and ETA) on stderr.
+        generator_options: the generator's options, given as ``--generator.KEY VALUE``
+            (``diffface``: ``--generator.checkpoint PATH`` and ``--generator.devices 2`` ...).
+
+    Returns:
+        0 when the run finished (rows that could not be masked are listed in the summary and, once the
+        store is complete, dropped from ``pairs.csv``), 1 on an error.
+    """
+    try:
+        require_faces_extra("ipmn masks generate")
+        if generator == "diffface":
+            options = generator_options
+            return diffface_generate(root, source, store, image_size, seed, identity_sample, progress, options)
+        summary = generate_masks(
+            root,
+            source=source,
+            store=store,
+            generator=generator,
+            image_size=image_size,
+            workers=workers,
+            shard=shard,
+            seed=seed,
+            progress=progress,
+            identity_sample=identity_sample,
+        )
+    except (FacesExtraMissingError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+_SUMMARY = "invertible privacy-preserving mask network with IP protection (`ipmn COMMAND --help` for each command)"
+
+
+def _trainer_command(name: str) -> Callable[[], None]:
+    """A stand-in listing ``ipmn <name>`` in the help; :func:`main` hands the command to the LightningCLI."""
+
+    def command() -> None:
+        raise NotImplementedError(f"`ipmn {name}` runs through the LightningCLI")
+
+    command.__doc__ = f"Trainer.{name} of a phase (LightningCLI: ``ipmn {name} --config configs/phase1.yaml``)."
+    return command
+
+
+COMMANDS: dict[str, Any] = {
+    **{name: _trainer_command(name) for name in TRAINER_COMMANDS},
+    "pipeline": pipeline,
+    "evaluate": evaluate,
+    "protect": protect,
+    "recover": recover,
+    "verify": verify,
+    "masks": {
+        "pairs": masks_pairs,
+        "generate": masks_generate,
+        "check": masks_check,
+        "convert-diffface": masks_convert_diffface,
+    },
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ipmn`` console script; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
-        print(OVERVIEW)
-        return 0
-    if args[0] in ("-V", "--version"):
-        print(f"ipmn-lightning {__version__}")
-        return 0
-    if args[0] in TRAINER_COMMANDS:
-        from .modules.base import CheckpointError
-
+    if args and args[0] in TRAINER_COMMANDS:
         try:
-            build_cli(None if argv is None else args)
+            build_cli(args)
         except CheckpointError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         return 0
-    from .tools import run_tool
-
-    return run_tool(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    if args and not args[0].startswith("-") and args[0] not in COMMANDS:
+        print(f"ipmn: unknown command {args[0]!r}; run `ipmn --help` for the list", file=sys.stderr)
+        return 2
+    options = {"prog": "ipmn", "version": __version__, "description": f"ipmn {__version__}: {_SUMMARY}"}
+    if not args or args[0].startswith("-"):  # the overview (--help, --version): its exit code, returned
+        try:
+            auto_cli(COMMANDS, args=args or ["--help"], **options)
+        except SystemExit as stop:
+            return int(stop.code or 0)
+    return int(auto_cli(COMMANDS, args=rewrite_generator_flags(args), **options) or 0)

@@ -23,12 +23,19 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+import pytorch_lightning as pl
 import torch
 import yaml
+from PIL import Image, ImageDraw
 from torch import Tensor
+from torchvision.utils import make_grid
 
+from .data.datamodule import FaceSwapDataModule
 from .faces.privacy import TABLE11_BLUR_KERNEL, TABLE11_BLUR_SIGMA, TABLE11_JPEG_QUALITY, TABLE11_NOISE_STD
-from .utils import atomic_save_image, atomic_write_text
+from .manifest import load_manifest
+from .modules import ExtractorEnhanceModule, InvertibleMaskModule
+from .phases import PHASE3_ENHANCE, PHASE3_STEAL, PHASES, build, load_phase_checkpoint, load_submodule
+from .utils import atomic_save_image, atomic_write_text, tensor_to_pil
 
 __all__ = ["PAPER", "evaluate", "run_evaluation"]
 
@@ -55,18 +62,13 @@ PAPER_COLUMNS = tuple(f"paper {c}" for c in TABLE2_COLUMNS)
 
 
 def _run_checkpoints(run: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    from .pipeline import load_manifest
-
     manifest = load_manifest(run)
     if not manifest:
         raise FileNotFoundError(f"{run} has no manifest.json; pass a folder written by `ipmn pipeline`")
     finished = [p for p in manifest["phases"] if p.get("status") == "finished"]
-    of_kind = {k: [p for p in finished if p["kind"] == k] for k in ("phase1", "phase2", "steal", "enhance")}
-    checkpoints = {
-        "phase1_ckpt": of_kind["phase1"][-1]["checkpoint"] if of_kind["phase1"] else None,
-        "phase2_ckpt": of_kind["phase2"][-1]["checkpoint"] if of_kind["phase2"] else None,
-        "stealer_ckpt": [p["checkpoint"] for p in of_kind["steal"]],
-        "enhance_ckpt": of_kind["enhance"][-1]["checkpoint"] if of_kind["enhance"] else None,
+    of_kind = {k: [p["checkpoint"] for p in finished if p["kind"] == k] for k in PHASES}
+    checkpoints = {  # every stealer; the last checkpoint of each other phase
+        PHASES[k].ckpt_argument: paths if k == PHASE3_STEAL else (paths or [None])[-1] for k, paths in of_kind.items()
     }
     data = next((p["data"] for p in reversed(finished) if p.get("data")), None)
     return checkpoints, data or {}
@@ -74,10 +76,6 @@ def _run_checkpoints(run: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _extraction_module(checkpoints: dict[str, Any], image_size: int, enhanced: bool) -> Any:
     """An extractor-enhancement module with the black box, the stealers and R (phase-1 or enhanced)."""
-    from .modules import ExtractorEnhanceModule
-    from .modules.base import load_phase_checkpoint, load_submodule
-    from .modules.blackbox import build
-
     module = ExtractorEnhanceModule(
         image_size=image_size,
         phase1_ckpt=checkpoints["phase1_ckpt"],
@@ -87,7 +85,7 @@ def _extraction_module(checkpoints: dict[str, Any], image_size: int, enhanced: b
     module.load_frozen()
     if enhanced:
         path = checkpoints["enhance_ckpt"]
-        state = load_phase_checkpoint(path, "enhance_ckpt", "extractor_enhance")
+        state = load_phase_checkpoint(path, "enhance_ckpt", PHASE3_ENHANCE)
         module.extractor = build("extractor", state["ipmn_frozen"]["extractor"])
         load_submodule(module.extractor, state["state_dict"], "extractor", f"enhance_ckpt {path}")
     return module.eval()
@@ -246,9 +244,6 @@ def _privacy_markdown(table: dict[str, Any]) -> list[str]:
 @torch.no_grad()
 def _figure(initial: Any, enhanced: Any | None, batch: dict[str, Tensor], path: Path, count: int) -> None:
     """A Fig. 5/6-style grid: one labelled row per image kind, one column per example."""
-    from PIL import Image, ImageDraw
-    from torchvision.utils import make_grid
-
     batch = {k: v[:count] for k, v in batch.items()}
     src = initial.sources(batch, torch.Generator().manual_seed(0))
     rows = [
@@ -278,8 +273,6 @@ def _figure(initial: Any, enhanced: Any | None, batch: dict[str, Tensor], path: 
         padding=2,
         pad_value=1.0,
     )
-    from .utils import tensor_to_pil
-
     canvas = Image.new("RGB", (grid.shape[-1] + 90, grid.shape[-2]), "white")
     canvas.paste(tensor_to_pil(grid), (90, 0))
     draw = ImageDraw.Draw(canvas)
@@ -324,11 +317,6 @@ def run_evaluation(
         privacy: add Table 11 (SR_P and utility with dlib's recogniser; needs the ``faces`` extra). Default:
             on for photos (``data.source`` celeba or folder) when the extra is installed.
     """
-    import pytorch_lightning as pl
-
-    from .data.datamodule import FaceSwapDataModule
-    from .modules import InvertibleMaskModule
-
     checkpoints, data = _run_checkpoints(run) if run else ({"stealer_ckpt": [], "enhance_ckpt": None}, {})
     given = {"phase1_ckpt": phase1_ckpt, "phase2_ckpt": phase2_ckpt, "enhance_ckpt": enhance_ckpt}
     checkpoints.update({k: v for k, v in given.items() if v is not None})

@@ -6,9 +6,15 @@ PSNR, SSIM and LPIPS come from torchmetrics; this module adds the watermark-spec
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
-from torchmetrics import Metric
+from torchmetrics import MeanMetric, Metric, MetricCollection
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+from torchvision.models import AlexNet_Weights, SqueezeNet1_1_Weights, VGG16_Weights
+
+from .utils import hub_cache_file
 
 __all__ = [
     "NC_THRESHOLD",
@@ -105,6 +111,9 @@ class ExtractionSuccessRate(Metric):
 def rgb_to_y(image: Tensor) -> Tensor:
     """BT.601 luma as the HiNet/IMN evaluation scripts compute it, rescaled to [0, 1].
 
+    Not kornia's or torchvision's grey conversion: the paper's Y-channel numbers use this studio-range Y
+    (offset 16/255, scale 219/255), which gives different PSNR/SSIM than full-range luma.
+
     Args:
         image: (B, 3, H, W) RGB in [0, 1].
 
@@ -122,25 +131,19 @@ def quantize_8bit(image: Tensor) -> Tensor:
 
 def lpips_weights_cached(net: str) -> bool:
     """Whether the torchvision backbone LPIPS needs is already in the torch hub cache (never downloads)."""
-    import os
-
-    from torchvision.models import AlexNet_Weights, SqueezeNet1_1_Weights, VGG16_Weights
-
-    url = {
-        "alex": AlexNet_Weights.IMAGENET1K_V1.url,
-        "vgg": VGG16_Weights.IMAGENET1K_V1.url,
-        "squeeze": SqueezeNet1_1_Weights.IMAGENET1K_V1.url,
-    }[net]
-    return os.path.isfile(os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url)))
+    weights = {"alex": AlexNet_Weights, "vgg": VGG16_Weights, "squeeze": SqueezeNet1_1_Weights}[net]
+    return hub_cache_file(weights.IMAGENET1K_V1).is_file()
 
 
-class ImagePairMetrics(torch.nn.Module):
+class ImagePairMetrics(MetricCollection):
     """PSNR and SSIM (RGB and BT.601 Y) and optional LPIPS for named (reference, estimate) image pairs.
 
     Metric names are ``{prefix}{psnr|ssim|psnr_y|ssim_y|lpips}_{pair}{suffix}``, e.g. ``val/psnr_recovered_q8``.
     PSNR is averaged per image (as the paper's tables are). LPIPS runs only when its backbone weights are
     in the torch hub cache; otherwise it is skipped with one warning, never downloaded. The LPIPS network is
-    kept out of the state dict so checkpoints do not depend on it.
+    kept out of the state dict so checkpoints do not depend on it: that is why this is not torchmetrics'
+    ``LearnedPerceptualImagePatchSimilarity``, which registers its network as a submodule (one copy per pair and
+    suffix, saved in every checkpoint) and downloads the backbone when it is not cached.
 
     Args:
         pairs: metric key -> (reference image name, estimate image name).
@@ -156,21 +159,13 @@ class ImagePairMetrics(torch.nn.Module):
         suffixes: tuple[str, ...] = ("", "_q8"),
         lpips_net: str | None = "alex",
     ) -> None:
-        super().__init__()
-        from torchmetrics import MeanMetric
-        from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
-
-        self.pairs = pairs
-        self.prefix = prefix
-        self._lpips: list[torch.nn.Module] = []  # a list keeps the network out of the module tree
+        lpips_nets: list[torch.nn.Module] = []  # a list keeps the network out of the module tree
         if lpips_net is not None:
             if lpips_weights_cached(lpips_net):
-                import lpips
+                import lpips  # an optional heavy import, only when LPIPS runs
 
-                self._lpips.append(lpips.LPIPS(net=lpips_net, verbose=False).eval().requires_grad_(False))
+                lpips_nets.append(lpips.LPIPS(net=lpips_net, verbose=False).eval().requires_grad_(False))
             else:
-                import warnings
-
                 warnings.warn(
                     f"LPIPS ({lpips_net}) skipped: its torchvision backbone weights are not in {torch.hub.get_dir()}; "
                     "put them there (or set TORCH_HOME) to get LPIPS, they are never downloaded",
@@ -184,9 +179,10 @@ class ImagePairMetrics(torch.nn.Module):
                         data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3)
                     )
                     metrics[f"ssim{channel}_{pair}{suffix}"] = StructuralSimilarityIndexMeasure(data_range=1.0)
-                if self._lpips:
+                if lpips_nets:
                     metrics[f"lpips_{pair}{suffix}"] = MeanMetric()
-        self.metrics = torch.nn.ModuleDict(metrics)
+        super().__init__(metrics, prefix=prefix, compute_groups=False)
+        self.pairs, self._lpips = pairs, lpips_nets
 
     @torch.no_grad()
     def update(self, images: dict[str, Tensor], suffix: str = "") -> None:
@@ -198,18 +194,14 @@ class ImagePairMetrics(torch.nn.Module):
                 ("", reference, estimate),
                 ("_y", rgb_to_y(reference), rgb_to_y(estimate)),
             ):
-                self.metrics[f"psnr{channel}_{pair}{suffix}"].update(est, ref)
-                self.metrics[f"ssim{channel}_{pair}{suffix}"].update(est, ref)
+                self[f"psnr{channel}_{pair}{suffix}"].update(est, ref)
+                self[f"ssim{channel}_{pair}{suffix}"].update(est, ref)
             if self._lpips:
                 net = self._lpips[0].to(reference.device)
-                self.metrics[f"lpips_{pair}{suffix}"].update(net(estimate, reference, normalize=True).flatten())
-
-    def items(self) -> list[tuple[str, Metric]]:
-        """(full metric name, metric) pairs, for ``LightningModule.log``."""
-        return [(self.prefix + name, metric) for name, metric in self.metrics.items()]
+                self[f"lpips_{pair}{suffix}"].update(net(estimate, reference, normalize=True).flatten())
 
 
-class SourceExtractionMetrics(torch.nn.Module):
+class SourceExtractionMetrics(MetricCollection):
     """NC and SR_E of an extractor per image source (paper Tables 3, 4 and 10).
 
     Watermarked sources log ``{prefix}nc_{source}`` and ``{prefix}sr_e_{source}``; clean sources (which should
@@ -225,26 +217,15 @@ class SourceExtractionMetrics(torch.nn.Module):
     def __init__(
         self, watermarked: list[str], clean: list[str], prefix: str = "", threshold: float = NC_THRESHOLD
     ) -> None:
-        super().__init__()
-        self.prefix = prefix
-        self.clean = list(clean)
         metrics: dict[str, Metric] = {}
         for source in [*watermarked, *clean]:
             metrics[f"nc_{source}"] = NormalizedCorrelation()
-            rate = "fpr" if source in self.clean else "sr_e"
-            metrics[f"{rate}_{source}"] = ExtractionSuccessRate(threshold)
-        self.metrics = torch.nn.ModuleDict(metrics)
+            metrics[f"{'fpr' if source in clean else 'sr_e'}_{source}"] = ExtractionSuccessRate(threshold)
+        super().__init__(metrics, prefix=prefix, compute_groups=False)
+        self.clean = list(clean)
 
     def update(self, source: str, extracted: Tensor, watermark: Tensor) -> None:
         """Add R's outputs ``extracted`` (B, 3, H, W) on images of ``source``."""
         rate = "fpr" if source in self.clean else "sr_e"
-        self.metrics[f"nc_{source}"].update(extracted, watermark)
-        self.metrics[f"{rate}_{source}"].update(extracted, watermark)
-
-    def items(self) -> list[tuple[str, Metric]]:
-        """(full metric name, metric) pairs, for ``LightningModule.log``."""
-        return [(self.prefix + name, metric) for name, metric in self.metrics.items()]
-
-    def compute(self) -> dict[str, float]:
-        """Every metric's value, keyed by full name."""
-        return {name: float(metric.compute()) for name, metric in self.items()}
+        self[f"nc_{source}"].update(extracted, watermark)
+        self[f"{rate}_{source}"].update(extracted, watermark)

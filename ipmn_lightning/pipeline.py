@@ -8,14 +8,14 @@ A pipeline file is the config of the command (``ipmn pipeline --config configs/d
       - {name: phase1, config: configs/demo/phase1.yaml}
       - {name: phase2, config: configs/demo/phase2.yaml}
       - {name: steal_unet, config: configs/demo/phase3_steal.yaml, args: ["--model.init_args.stealer=unet"]}
-      - {name: enhance, config: configs/demo/phase3.yaml}
+      - {name: enhance, config: configs/demo/phase3_enhance.yaml}
 
 A pipeline over real photos may start with a ``masks`` step that fills the mask store before phase 1
 (``ipmn masks generate``; ``configs/faces/pipeline.yaml``)::
 
     masks: {generator: landmark, image_size: 128, workers: 2}   # store: <output>/masks_store
 
-Each phase runs through the code path of ``ipmn fit`` (:func:`ipmn_lightning.cli.build_cli`) in
+Each phase runs through the code path of ``ipmn fit`` (:func:`ipmn_lightning.training.build_cli`) in
 ``<output>/<name>``, with its checkpoints pinned to ``<output>/<name>/checkpoints``. The ``phase1_ckpt``,
 ``phase2_ckpt`` and ``stealer_ckpt`` arguments a phase's model accepts are filled in from the earlier
 phases (``stealer_ckpt``: every stealing phase). ``<output>/manifest.json`` is rewritten after every step:
@@ -34,15 +34,25 @@ import inspect
 import json
 import os
 import platform
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import pytorch_lightning
+import torch
 import yaml
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from . import __version__
+from .bundle import export_service_bundle, export_verifier_bundle
+from .data.datamodule import FaceSwapDataModule
+from .evaluation import run_evaluation
+from .facade import IPMN
+from .manifest import MANIFEST, load_manifest
+from .metrics import quantize_8bit
+from .phases import PHASE1, PHASE2, PHASE3_ENHANCE, PHASE3_STEAL, PHASES
+from .training import build_cli
 from .utils import atomic_write_text
 
 __all__ = [
@@ -58,8 +68,7 @@ __all__ = [
     "run_pipeline",
 ]
 
-MANIFEST = "manifest.json"
-CKPT_ARGS = {"phase1_ckpt": "phase1", "phase2_ckpt": "phase2", "stealer_ckpt": "steal"}
+CKPT_ARGS = {phase.ckpt_argument: key for key, phase in PHASES.items()}
 
 
 @dataclass
@@ -158,17 +167,9 @@ def _model_class(spec: PhaseSpec) -> type:
 
 
 def phase_kind(model_class: type) -> str:
-    """``phase1``, ``phase2``, ``steal`` or ``enhance`` for the four phase modules (``other`` otherwise)."""
-    from .modules import (
-        ExtractorEnhanceModule,
-        InvertibleMaskModule,
-        StealingAttackModule,
-        WatermarkPretrainModule,
-    )
-
-    kinds = {WatermarkPretrainModule: "phase1", InvertibleMaskModule: "phase2",
-             StealingAttackModule: "steal", ExtractorEnhanceModule: "enhance"}  # fmt: skip
-    return next((kind for cls, kind in kinds.items() if issubclass(model_class, cls)), "other")
+    """The phase key (:data:`~ipmn_lightning.phases.PHASES`) a module class trains (``other`` otherwise)."""
+    phase = getattr(model_class, "phase", None)
+    return phase if phase in PHASES else "other"
 
 
 def _checkpoint_callbacks(config: str, dirpath: Path) -> str:
@@ -214,39 +215,14 @@ def _relative(path: str | Path, root: Path) -> str:
         return str(path)
 
 
-def load_manifest(output: str | os.PathLike[str]) -> dict[str, Any]:
-    """The manifest of a pipeline output folder, with checkpoint paths resolved (empty if none yet)."""
-    file = Path(output) / MANIFEST
-    if not file.is_file():
-        return {}
-    manifest = json.loads(file.read_text())
-    for record in manifest.get("phases", []):
-        for key in ("checkpoint", "last_checkpoint"):
-            if record.get(key):
-                record[key] = str(Path(output) / record[key])
-    return manifest
-
-
 def _versions() -> dict[str, str]:
-    import pytorch_lightning
-    import torch
-
     return {"python": platform.python_version(), "torch": torch.__version__,
             "pytorch_lightning": pytorch_lightning.__version__, "ipmn_lightning": __version__}  # fmt: skip
 
 
 def _fit(spec: PhaseSpec, args: list[str], root: Path, mode: str) -> dict[str, Any]:
     """Run ``ipmn fit`` in-process; the phase's record (status, checkpoints, metrics, seed, data)."""
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
-    from .cli import build_cli
-
-    argv = sys.argv
-    sys.argv = argv[:1]  # LightningCLI warns when given args while the process has its own
-    try:
-        cli = build_cli(args)
-    finally:
-        sys.argv = argv
+    cli = build_cli(args)
     trainer = cli.trainer
     callbacks = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
     pinned = [c for c in callbacks if c.dirpath and Path(c.dirpath).resolve() == (root / "checkpoints").resolve()]
@@ -280,7 +256,7 @@ def _phase_args(
             "--trainer.enable_checkpointing=true", callbacks]  # fmt: skip
     for argument, source in CKPT_ARGS.items():
         if argument in accepted and done[source]:
-            value = json.dumps(done[source]) if source == "steal" else done[source][-1]
+            value = json.dumps(done[source]) if source == PHASE3_STEAL else done[source][-1]
             args.append(f"--model.init_args.{argument}={value}")
     return [*args, *spec.args, *extra]
 
@@ -336,7 +312,7 @@ def pipeline(
         # the phases read the generated store; a --data.mask_store of the overrides still wins
         extra = [f"--data.mask_store={out / manifest['masks']['store']}", *extra]
 
-    done: dict[str, list[str]] = {"phase1": [], "phase2": [], "steal": [], "enhance": []}
+    done: dict[str, list[str]] = {key: [] for key in PHASES}
     started = time.time()
     for index, spec in enumerate(phases, 1):
         model_class = _model_class(spec)
@@ -389,9 +365,7 @@ def pipeline(
     data = next((r["data"] for r in reversed(manifest["phases"]) if r.get("data")), None)
     manifest["bundles"] = export_bundles(out, done, data)
     save()
-    if evaluate and done["phase1"] and done["phase2"]:
-        from .evaluation import run_evaluation
-
+    if evaluate and done[PHASE1] and done[PHASE2]:
         print(f"evaluating into {out}", flush=True)
         report = run_evaluation(run=str(out))
         manifest["evaluation"] = {name: _relative(path, out) for name, path in report["files"].items()}
@@ -420,10 +394,6 @@ def clean_nc_reference(
     Returns:
         The NCs, in the test split's order (x_m, x_p, x'_p per batch).
     """
-    from .data.datamodule import FaceSwapDataModule
-    from .facade import IPMN
-    from .metrics import quantize_8bit
-
     model = IPMN.load(service_bundle=service, verifier_bundle=verifier)
     module = FaceSwapDataModule(**{**data, "num_workers": 0, "flip": False})
     module.setup("test")
@@ -445,12 +415,10 @@ def export_bundles(out: Path, done: dict[str, list[str]], data: dict[str, Any] |
     With ``data`` (the data module's arguments), the verifier bundle also carries ``clean_nc_reference``: R's NCs
     on the clean images of the test split (:func:`clean_nc_reference`).
     """
-    from .bundle import export_service_bundle, export_verifier_bundle
-
     bundles: dict[str, str] = {}
-    if done["phase2"]:
-        bundles["service"] = str(export_service_bundle(done["phase2"][-1], out / "bundles" / "service.safetensors"))
-    extractor = (done["enhance"] or done["phase1"] or [None])[-1]
+    if done[PHASE2]:
+        bundles["service"] = str(export_service_bundle(done[PHASE2][-1], out / "bundles" / "service.safetensors"))
+    extractor = (done[PHASE3_ENHANCE] or done[PHASE1] or [None])[-1]
     if extractor is not None:
         bundles["verifier"] = str(export_verifier_bundle(extractor, out / "bundles" / "verifier.safetensors"))
         if data:

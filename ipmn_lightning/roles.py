@@ -35,9 +35,14 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from PIL import Image
+from torchvision.datasets.folder import IMG_EXTENSIONS
+from tqdm.auto import tqdm
 
-from .data.images import IMAGE_EXTENSIONS, ImageReadError
+from .bundle import VERIFIER_FORMAT, BundleError, load_bundle
+from .data.images import ImageReadError
+from .facade import IPMN
 from .utils import atomic_save_image, atomic_write_text, center_square_box, rgb_image
 
 __all__ = ["RoleError", "empirical_p_values", "fisher_combined_p_value", "protect", "recover", "verify"]
@@ -67,10 +72,10 @@ def list_images(path: str, what: str) -> list[Path]:
     if not source.is_dir():
         raise RoleError(f"--{what}: {source} is neither an image file nor a folder")
     files = sorted(
-        p for p in source.iterdir() if p.is_file() and not _is_hidden(p) and p.suffix.lower() in IMAGE_EXTENSIONS
+        p for p in source.iterdir() if p.is_file() and not _is_hidden(p) and p.suffix.lower() in IMG_EXTENSIONS
     )
     if not files:
-        raise RoleError(f"--{what}: no images ({', '.join(IMAGE_EXTENSIONS)}) in {source}")
+        raise RoleError(f"--{what}: no images ({', '.join(IMG_EXTENSIONS)}) in {source}")
     _by_stem(files, what)
     return files
 
@@ -179,8 +184,6 @@ def read_images(files: list[Path], size: int, resize: ResizePolicy) -> list[Imag
 
 
 def _batches(items: list, batch_size: int, desc: str) -> Iterator[list]:
-    from tqdm.auto import tqdm
-
     with tqdm(total=len(items), desc=desc, unit="img", disable=len(items) < 2, file=sys.stderr) as bar:
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
@@ -190,8 +193,6 @@ def _batches(items: list, batch_size: int, desc: str) -> Iterator[list]:
 
 def _check_device(device: str) -> None:
     """Refuse an unknown or absent device before any work."""
-    import torch
-
     try:
         parsed = torch.device(device)
     except (RuntimeError, ValueError, TypeError) as err:
@@ -285,8 +286,6 @@ def _write_all(chunks: Iterator[list], work: Callable[[list], list[tuple[Path, I
 
 
 def _guard(run: Callable[[], int]) -> int:
-    from .bundle import BundleError
-
     try:
         return run()
     except (RoleError, BundleError, ImageReadError) as err:
@@ -319,8 +318,6 @@ def protect(
     """
 
     def run() -> int:
-        from .facade import IPMN
-
         _check_batch_size(batch_size)
         _check_device(device)
         if _same_file(Path(protected).expanduser(), Path(mask).expanduser()):
@@ -374,8 +371,6 @@ def recover(
     """
 
     def run() -> int:
-        from .facade import IPMN
-
         _check_batch_size(batch_size)
         _check_device(device)
         folder = _check_out_folder(out)
@@ -416,8 +411,6 @@ def empirical_p_values(ncs: Sequence[float], reference: Sequence[float]) -> list
 
 def fisher_combined_p_value(p_values: Sequence[float]) -> tuple[float, float]:
     """Fisher's combination of independent p-values: ``X = -2 Σ ln p ~ χ²(2n)``; returns ``(X, P(χ²(2n) >= X))``."""
-    import torch
-
     n = len(p_values)
     statistic = -2.0 * sum(math.log(p) for p in p_values)
     survival = torch.special.gammaincc(torch.tensor(float(n), dtype=torch.float64),
@@ -475,9 +468,6 @@ def verify(
     """
 
     def run() -> int:
-        from .bundle import VERIFIER_FORMAT, load_bundle
-        from .facade import IPMN
-
         _check_batch_size(batch_size)
         _check_device(device)
         loaded = load_bundle(bundle, VERIFIER_FORMAT)

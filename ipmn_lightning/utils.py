@@ -13,10 +13,12 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.models import WeightsEnum
 
 __all__ = [
     "atomic_path",
@@ -128,8 +130,16 @@ def atomic_save_image(path: str | os.PathLike[str], image: torch.Tensor | Image.
     return target
 
 
+def hub_cache_file(weights: WeightsEnum) -> Path:
+    """Where torchvision caches a pretrained ``weights`` file (``<torch hub dir>/checkpoints/``); never downloads."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
+
+
 def tensor_to_pil(x: torch.Tensor) -> Image.Image:
     """Convert an image tensor to a PIL image (8 bits, rounded to nearest).
+
+    Not torchvision's ``to_pil_image``, which truncates (``mul(255).byte()``): rounding makes a saved image read
+    back as :func:`ipmn_lightning.metrics.quantize_8bit` of the tensor, which the 8-bit metrics assume.
 
     Args:
         x: ``(3, H, W)`` float in [0, 1] -> RGB image; ``(1, H, W)`` or ``(H, W)`` -> greyscale

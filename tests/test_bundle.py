@@ -21,7 +21,7 @@ from ipmn_lightning.data.synthetic import SyntheticFaceSwapDataset
 from ipmn_lightning.facade import Verification
 from ipmn_lightning.metrics import normalized_correlation, quantize_8bit
 from ipmn_lightning.modules import ExtractorEnhanceModule, InvertibleMaskModule, WatermarkPretrainModule
-from ipmn_lightning.modules.base import CheckpointError
+from ipmn_lightning.phases import CheckpointError
 from ipmn_lightning.utils import tensor_to_pil
 
 
@@ -139,7 +139,7 @@ def test_bundle_errors_name_the_file(bundles, tmp_path):
 def test_export_checks_the_phase(checkpoints, tmp_path):
     with pytest.raises(CheckpointError, match=r"phase-1 or an extractor-enhancement checkpoint"):
         export_verifier_bundle(checkpoints["phase2"], tmp_path / "v.safetensors")
-    with pytest.raises(CheckpointError, match=r"expected 'invertible_mask'"):
+    with pytest.raises(CheckpointError, match=r"expected 'phase2'"):
         export_service_bundle(checkpoints["phase1"], tmp_path / "s.safetensors")
     assert not (tmp_path / "v.safetensors").exists() and not (tmp_path / "s.safetensors").exists()
     custom = export_verifier_bundle(checkpoints["phase1"], tmp_path / "t.safetensors", threshold=0.5)

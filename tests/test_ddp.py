@@ -182,7 +182,7 @@ def test_console_script_fit_with_ddp_on_two_cpu_processes_and_wandb_offline(tmp_
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["trainer"]["strategy"] == "ddp_find_unused_parameters_true"
     assert str(config["trainer"]["devices"]) == "2"
-    assert config["trainer"]["logger"]["init_args"]["name"] == "watermark_pretrain"
+    assert config["trainer"]["logger"]["init_args"]["name"] == "phase1"
     assert (runs[0] / "files" / "config.yaml").is_file()
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] == 4  # 2 batches x 2 optimizer steps (H+R, D) per batch

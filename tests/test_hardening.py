@@ -87,15 +87,15 @@ def test_local_evil_ckpt_path_and_weights_only_false_are_refused(tmp_path, capsy
 def test_ckpt_path_of_another_phase_is_refused(checkpoints, capsys):
     code = main(fit_args(f"--ckpt_path={checkpoints['phase2']}"))
     err = capsys.readouterr().err
-    assert code == 2 and "'invertible_mask'" in err and "'watermark_pretrain'" in err
+    assert code == 2 and "'phase2'" in err and "'phase1'" in err
     # a URL is not read before training starts: the module itself refuses the other phase's checkpoint
     from helpers import TINY_PHASE1
 
     from ipmn_lightning.modules import WatermarkPretrainModule
-    from ipmn_lightning.modules.base import CheckpointError
+    from ipmn_lightning.phases import CheckpointError
 
     module = WatermarkPretrainModule(image_size=32, **TINY_PHASE1)
-    with pytest.raises(CheckpointError, match="phase 'invertible_mask' but WatermarkPretrainModule"):
+    with pytest.raises(CheckpointError, match="phase 'phase2' but WatermarkPretrainModule"):
         module.on_load_checkpoint(torch.load(checkpoints["phase2"], weights_only=True))
 
 

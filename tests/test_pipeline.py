@@ -64,7 +64,7 @@ def test_pipeline_chains_the_phases(full_run):
     manifest = json.loads((full_run / "manifest.json").read_text())
     phases = {p["name"]: p for p in manifest["phases"]}
     assert list(phases) == ["phase1", "phase2", "steal_unet", "enhance"]
-    assert [p["kind"] for p in phases.values()] == ["phase1", "phase2", "steal", "enhance"]
+    assert [p["kind"] for p in phases.values()] == ["phase1", "phase2", "phase3_steal", "phase3_enhance"]
     for name, phase in phases.items():
         assert phase["status"] == "finished" and phase["checkpoint"] == f"{name}/checkpoints/last.ckpt"
         assert (full_run / phase["checkpoint"]).is_file() and phase["seed"] == 0 and phase["wall_time_s"] > 0

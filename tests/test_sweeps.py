@@ -10,7 +10,7 @@ import pytest
 import yaml
 from helpers import SIZE
 
-from ipmn_lightning.cli import build_cli
+from ipmn_lightning.training import build_cli
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))

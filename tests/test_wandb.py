@@ -12,7 +12,8 @@ import yaml
 from helpers import SIZE
 
 from ipmn_lightning.callbacks import default_wandb_run_name, free_config_path
-from ipmn_lightning.cli import build_cli, main
+from ipmn_lightning.cli import main
+from ipmn_lightning.training import build_cli
 
 REPO = Path(__file__).resolve().parents[1]
 PHASE1 = ["--config", str(REPO / "configs/phase1.yaml")]
@@ -57,7 +58,7 @@ def test_offline_run_gets_files_config_images_and_phase_name(wandb_mode, tmp_pat
     wandb_mode("offline")
     cli = build_cli(["fit", *PHASE1, *WANDB, *TINY])
     run = cli.trainer.logger.experiment
-    assert run.name == "watermark_pretrain"
+    assert run.name == "phase1"
     assert run.config["config"]["model"]["class_path"].endswith("WatermarkPretrainModule")
     assert run.config["config"]["model"]["init_args"]["lr"] == pytest.approx(1e-4)
     assert run.config["config"]["data"]["image_size"] == SIZE
@@ -106,14 +107,14 @@ def test_run_name_from_phase_unless_set_or_in_a_sweep(monkeypatch):
         cli = build_cli([*PHASE1, *WANDB, *TINY, *extra], run=False)
         return cli.config["trainer"]["logger"]["init_args"]["name"]
 
-    assert name() == "watermark_pretrain"
+    assert name() == "phase1"
     assert name("--trainer.logger.init_args.name=mine") == "mine"
     monkeypatch.setenv("WANDB_SWEEP_ID", "abc123")  # the agent names sweep runs
     assert name() is None
-    assert default_wandb_run_name("ipmn_lightning.modules.InvertibleMaskModule") == "invertible_mask"
+    assert default_wandb_run_name("ipmn_lightning.modules.InvertibleMaskModule") == "phase2"
     steal = default_wandb_run_name("ipmn_lightning.modules.StealingAttackModule", {"stealer": "res9"})
-    assert steal == "stealing_attack-res9"
-    assert default_wandb_run_name("ipmn_lightning.modules.ExtractorEnhanceModule") == "extractor_enhance"
+    assert steal == "phase3_steal-res9"
+    assert default_wandb_run_name("ipmn_lightning.modules.ExtractorEnhanceModule") == "phase3_enhance"
     assert default_wandb_run_name("no.such.Module") is None
 
 

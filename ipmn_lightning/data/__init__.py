@@ -1,12 +1,14 @@
-"""Data: synthetic faces, CelebA and image-folder readers, the mask store and FaceSwapDataModule."""
+"""Data: synthetic faces, CelebA and image-folder readers, the mask store (torch only).
 
-from .datamodule import FaceSwapDataModule
+``FaceSwapDataModule`` (Lightning) is in :mod:`ipmn_lightning.data.datamodule`, not imported here, so the
+inference layer reads images without importing Lightning.
+"""
+
 from .mask_store import FaceSwapPairsDataset, MaskStoreError, PairRecord
 from .synthetic import SyntheticFaceSwapDataset, render_face
 from .watermark import default_watermark, load_watermark
 
 __all__ = [
-    "FaceSwapDataModule",
     "FaceSwapPairsDataset",
     "MaskStoreError",
     "PairRecord",

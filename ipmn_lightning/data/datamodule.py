@@ -9,6 +9,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from .mask_store import FaceSwapPairsDataset, MaskStoreError, check_store, read_pairs
+from .synthetic import SyntheticFaceSwapDataset
+
 Source = Literal["synthetic", "celeba", "folder"]
 Split = Literal["train", "val", "test"]
 IMAGE_KEYS = ("protected", "replacement", "mask")
@@ -134,14 +137,10 @@ class FaceSwapDataModule(pl.LightningDataModule):
 
     def _build_full_dataset(self, split: Split) -> Dataset:
         if self.source == "synthetic":
-            from .synthetic import SyntheticFaceSwapDataset
-
             length = dict(zip(("train", "val", "test"), self.synthetic_sizes))[split]
             return SyntheticFaceSwapDataset(length, self.image_size, seed=self.seed, split=split)
         if self.faces_only:
             return self._build_faces_dataset(split)
-        from .mask_store import FaceSwapPairsDataset, read_pairs
-
         records = [r for r in read_pairs(self.mask_store) if r.split == split]
         if not records:
             raise ValueError(
@@ -169,8 +168,6 @@ class FaceSwapDataModule(pl.LightningDataModule):
         """Validate the mask store once (rank 0) so a mismatch fails before any training starts."""
         if self.source == "synthetic" or not self.check_store or self.faces_only:
             return
-        from .mask_store import MaskStoreError, check_store
-
         if self.mask_store is None or not (self.mask_store / "pairs.csv").is_file():
             raise MaskStoreError(
                 [f"no mask store at {self.mask_store} (pairs.csv missing)"],

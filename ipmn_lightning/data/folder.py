@@ -1,7 +1,7 @@
 """Reader for any folder of face images, with a deterministic, stable train/val/test split.
 
 Every image under the root (recursively; suffixes in
-:data:`~ipmn_lightning.data.images.IMAGE_EXTENSIONS`) belongs to one split, decided by a hash of its
+torchvision's ``IMG_EXTENSIONS``) belongs to one split, decided by a hash of its
 relative path and the seed alone. Adding or removing files therefore never moves an existing file to
 another split, which keeps precomputed mask stores and earlier evaluations valid.
 
@@ -16,9 +16,12 @@ import hashlib
 import os
 from pathlib import Path
 
-from ipmn_lightning.data.images import IMAGE_EXTENSIONS, SPLITS, DatasetLayoutError
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
-__all__ = ["folder_splits", "list_images", "split_of"]
+from ipmn_lightning.data.celeba import read_celeba_identities, read_celeba_splits
+from ipmn_lightning.data.images import SPLITS, DatasetLayoutError
+
+__all__ = ["dataset_layout", "folder_splits", "list_images", "split_of"]
 
 _STORE_MARKER = "pairs.csv"
 
@@ -48,7 +51,7 @@ def list_images(root: str | os.PathLike[str]) -> list[str]:
             continue
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
-            if name.startswith(".") or os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+            if name.startswith(".") or os.path.splitext(name)[1].lower() not in IMG_EXTENSIONS:
                 continue
             found.append((here / name).relative_to(base).as_posix())
     found.sort()
@@ -109,10 +112,17 @@ def folder_splits(
     files = list_images(root)
     if not files:
         raise DatasetLayoutError(
-            f"No images found under {root} (searched recursively for {', '.join(IMAGE_EXTENSIONS)}; "
+            f"No images found under {root} (searched recursively for {', '.join(IMG_EXTENSIONS)}; "
             "hidden files and mask-store folders are skipped). Pass the folder that holds the face images."
         )
     splits: dict[str, list[str]] = {name: [] for name in SPLITS}
     for rel in files:
         splits[split_of(rel, val_fraction, test_fraction, seed)].append(rel)
     return splits
+
+
+def dataset_layout(source: str, root: Path) -> tuple[Path, dict[str, list[str]], dict[str, int] | None]:
+    """The image folder, the splits and (CelebA) the identities of a dataset of layout ``source``."""
+    if source == "celeba":
+        return root / "img_align_celeba", read_celeba_splits(root), read_celeba_identities(root)
+    return root, folder_splits(root), None

@@ -18,16 +18,12 @@ from PIL import Image, ImageOps
 from ipmn_lightning.utils import center_square_box, pil_to_tensor, rgb_image
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "SPLITS",
     "DatasetLayoutError",
     "ImageReadError",
     "center_square_box",
     "load_image",
 ]
-
-#: File suffixes (lower case) treated as images when scanning folders.
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 #: Split names, in the order the library iterates them.
 SPLITS: tuple[str, ...] = ("train", "val", "test")

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ipmn_lightning.data.folder import dataset_layout
 from ipmn_lightning.data.images import SPLITS, load_image
 from ipmn_lightning.data.mask_store import PAIRS_FILE, PairRecord, make_pairs, read_pairs, save_mask, write_pairs
 from ipmn_lightning.faces.swap import MaskGenerator, make_mask_generator
@@ -218,13 +219,11 @@ def generate_masks(
         MaskStoreError: an existing ``pairs.csv`` is malformed.
         ValueError: a bad shard or generator name.
     """
-    from ipmn_lightning.tools import _dataset_layout
-
     start = time.perf_counter()
     k, n = parse_shard(shard)
     root_path = Path(root).expanduser()
     store_path = Path(store).expanduser() if store else root_path / "masks_store"
-    image_root, splits, identities = _dataset_layout(source, root_path)
+    image_root, splits, identities = dataset_layout(source, root_path)
     gen = make_mask_generator(generator) if isinstance(generator, str) else generator
     created = False
     if not (store_path / PAIRS_FILE).is_file():

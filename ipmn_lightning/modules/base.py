@@ -1,8 +1,7 @@
-"""Shared base of the IPMN phase modules: earlier-phase checkpoints and image grids."""
+"""Shared base of the IPMN phase modules: tagging checkpoints, the frozen earlier phases, image grids."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,60 +11,8 @@ from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor, nn
 from torchvision.utils import make_grid
 
+from ..phases import FROZEN_KEY, PHASE_KEY, CheckpointError
 from ..utils import atomic_save_image
-
-PHASE_KEY = "ipmn_phase"
-FROZEN_KEY = "ipmn_frozen"
-
-
-class CheckpointError(ValueError):
-    """An earlier-phase checkpoint is missing, unreadable or of the wrong phase."""
-
-
-def load_phase_checkpoint(path: str | os.PathLike, argument: str, expected_phase: str) -> dict[str, Any]:
-    """Load an earlier phase's Lightning checkpoint without running code.
-
-    Args:
-        path: the ``.ckpt`` file.
-        argument: the init argument that took the path (named in error messages).
-        expected_phase: the ``ipmn_phase`` the checkpoint must come from (e.g. ``"watermark_pretrain"``).
-
-    Returns:
-        The checkpoint dict (``state_dict``, ``hyper_parameters``, ...).
-
-    Raises:
-        CheckpointError: missing file, a file that is not a Lightning checkpoint, or a checkpoint of another phase.
-    """
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise CheckpointError(f"{argument}: no checkpoint at {file}; pass the .ckpt written by that phase's `ipmn fit`")
-    try:
-        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"{argument}: {file} is not a readable checkpoint ({type(err).__name__}: {err})") from err
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"{argument}: {file} is not a Lightning checkpoint (no state_dict)")
-    phase = checkpoint.get(PHASE_KEY)
-    if phase != expected_phase:
-        raise CheckpointError(
-            f"{argument}: {file} is a checkpoint of phase {phase!r}, expected {expected_phase!r}; "
-            "check that each *_ckpt argument points at the right phase's output"
-        )
-    return checkpoint
-
-
-def load_submodule(module: nn.Module, state_dict: dict[str, Tensor], prefix: str, source: str) -> None:
-    """Load the ``prefix.``-keys of a checkpoint's state dict into ``module`` (strictly)."""
-    sub = {k[len(prefix) + 1 :]: v for k, v in state_dict.items() if k.startswith(prefix + ".")}
-    if not sub:
-        raise CheckpointError(f"{source} has no weights for {prefix!r}")
-    try:
-        module.load_state_dict(sub)
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"{source}: the {prefix!r} weights do not fit this network "
-            f"(were the architecture arguments changed?): {err}"
-        ) from err
 
 
 def freeze(module: nn.Module) -> nn.Module:

@@ -20,6 +20,7 @@ from ..nets.embedder import WatermarkEmbedder
 from ..nets.extractor import WatermarkExtractor
 from ..nets.init import init_normal_
 from ..nets.perceptual import VGGFeatures
+from ..phases import PHASE1
 from .base import IPMNModule
 
 
@@ -85,7 +86,7 @@ class WatermarkPretrainModule(IPMNModule):
             (the demo at 64 px fell from 33 to 19 dB PSNR(x_m, x_wm) after two epochs).
     """
 
-    phase = "watermark_pretrain"
+    phase = PHASE1
 
     def __init__(
         self,

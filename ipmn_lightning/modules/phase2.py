@@ -13,8 +13,8 @@ from ..losses import privacy_loss
 from ..metrics import ImagePairMetrics, quantize_8bit
 from ..nets.embedder import WatermarkEmbedder
 from ..nets.inn import InvertibleMaskNet
-from .base import IPMNModule, freeze, load_submodule
-from .blackbox import PHASE2, build, check_image_size, load_phase1
+from ..phases import PHASE2, build, check_image_size, load_phase1, load_submodule
+from .base import IPMNModule, freeze
 
 PAIRS = {
     # metric key: (reference, estimate) — the three image pairs of Table 2

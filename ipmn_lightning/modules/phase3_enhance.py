@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -11,14 +12,17 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from ..distortions import RandomDistortion
 from ..losses import enhanced_extracting_loss
 from ..metrics import SourceExtractionMetrics, quantize_8bit
-from .base import IPMNModule, freeze, load_submodule
-from .blackbox import (
+from ..phases import (
+    FROZEN_KEY,
+    PHASE3_ENHANCE,
     build,
     check_image_size,
     load_phase1,
     load_phase2,
     load_stealer,
+    load_submodule,
 )
+from .base import IPMNModule, freeze
 
 CLEAN_SOURCES = ("mask", "protected", "recovered_face")
 
@@ -52,7 +56,7 @@ class ExtractorEnhanceModule(IPMNModule):
         robust_jpeg_qualities: JPEG qualities drawn from when robust.
     """
 
-    phase = "extractor_enhance"
+    phase = PHASE3_ENHANCE
     frozen_attributes = ("embedder", "inn", "stealers")
 
     def __init__(
@@ -79,7 +83,9 @@ class ExtractorEnhanceModule(IPMNModule):
         self.save_hyperparameters(ignore=["phase1_ckpt", "phase2_ckpt", "stealer_ckpt"])
         self.phase1_ckpt, self.phase2_ckpt = phase1_ckpt, phase2_ckpt
         self.stealer_ckpts = [stealer_ckpt] if isinstance(stealer_ckpt, str) else list(stealer_ckpt or [])
-        self.extractor: nn.Module | None = None
+        self.extractor: nn.Module | None = None  # R, trainable: built here when its architecture is known
+        if phase1_ckpt is not None and Path(phase1_ckpt).expanduser().is_file():
+            self.extractor = build("extractor", load_phase1(phase1_ckpt)[0]["extractor"])
         self.stealer_names: list[str] = []
         self.distortion: RandomDistortion | None = None
         if robust_extraction:
@@ -87,13 +93,12 @@ class ExtractorEnhanceModule(IPMNModule):
 
     # ------------------------------------------------------- frozen networks
     def build_frozen(self, config: dict[str, Any]) -> None:
-        """Create the frozen black box and stealers, the trainable R, the watermark/blank and the metrics."""
+        """Create the frozen black box and stealers, the watermark/blank and the metrics (R is built elsewhere)."""
         super().build_frozen(config)
         self.embedder = freeze(build("embedder", config["embedder"]))
         self.inn = freeze(build("inn", config["inn"]))
         self.stealers = nn.ModuleList([freeze(build("stealer", c)) for c in config["stealers"]])
         self.stealer_names = unique_names([c["name"] for c in config["stealers"]])
-        self.extractor = build("extractor", config["extractor"])
         size = config["embedder"]["image_size"]
         self.register_buffer("watermark", torch.zeros(3, size, size))
         # phase 1's x_clean (its ``blank_value``); ones until ``load_frozen`` copies it, or the state dict restores it
@@ -102,6 +107,12 @@ class ExtractorEnhanceModule(IPMNModule):
         watermarked += [f"stolen_{n}" for n in self.stealer_names] if len(self.stealer_names) > 1 else []
         self.val_metrics = SourceExtractionMetrics(watermarked, list(CLEAN_SOURCES), prefix="val/")
         self.test_metrics = SourceExtractionMetrics(watermarked, list(CLEAN_SOURCES), prefix="test/")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Also build R from the architecture the checkpoint records, when ``phase1_ckpt`` did not give it."""
+        super().on_load_checkpoint(checkpoint)
+        if self.extractor is None and checkpoint.get(FROZEN_KEY) is not None:
+            self.extractor = build("extractor", checkpoint[FROZEN_KEY]["extractor"])
 
     def load_frozen(self) -> None:
         """Load R from ``phase1_ckpt``, the black box from ``phase2_ckpt``, the stealers from ``stealer_ckpt``."""
@@ -119,6 +130,8 @@ class ExtractorEnhanceModule(IPMNModule):
         )
         load_submodule(self.embedder, state2, "embedder", f"phase2_ckpt {self.phase2_ckpt}")
         load_submodule(self.inn, state2, "inn", f"phase2_ckpt {self.phase2_ckpt}")
+        if self.extractor is None:  # phase1_ckpt appeared after __init__
+            self.extractor = build("extractor", configs1["extractor"])
         load_submodule(self.extractor, state1, "extractor", f"phase1_ckpt {self.phase1_ckpt}")
         for module, (_, state), path in zip(self.stealers, stealers, self.stealer_ckpts):
             load_submodule(module, state, "stealer", f"stealer_ckpt {path}")

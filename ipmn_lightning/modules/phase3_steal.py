@@ -12,8 +12,8 @@ from torchmetrics.image import PeakSignalNoiseRatio
 
 from ..metrics import ExtractionSuccessRate, NormalizedCorrelation, quantize_8bit
 from ..nets.stealing import build_stealer
-from .base import IPMNModule, freeze, load_submodule
-from .blackbox import PHASE3_STEAL, build, check_image_size, load_phase1, load_phase2
+from ..phases import PHASE3_STEAL, build, check_image_size, load_phase1, load_phase2, load_submodule
+from .base import IPMNModule, freeze
 
 
 class StealingAttackModule(IPMNModule):

@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
+from torchvision.models import VGG16_Weights
+
+from ..utils import hub_cache_file
 
 VGGLayer = Literal["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
 
@@ -39,14 +41,6 @@ def _vgg16_features(end: int) -> nn.Sequential:
     return nn.Sequential(*layers[:end])
 
 
-def hub_cache_path(enum_name: str) -> Path:
-    """Where torchvision caches the ``VGG16_Weights.<enum_name>`` file (``<hub dir>/checkpoints/``)."""
-    from torchvision.models import VGG16_Weights
-
-    url = VGG16_Weights[enum_name].url
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
-
-
 def resolve_vgg_weights(weights: str | os.PathLike[str] | None) -> Path | None:
     """Turn the ``vgg_weights`` argument into a local file (or ``None`` for random weights).
 
@@ -58,11 +52,9 @@ def resolve_vgg_weights(weights: str | os.PathLike[str] | None) -> Path | None:
         return None
     if os.path.isfile(weights):
         return Path(weights)
-    from torchvision.models import VGG16_Weights
-
     name = str(weights)
     if name in VGG16_Weights.__members__:
-        path = hub_cache_path(name)
+        path = hub_cache_file(VGG16_Weights[name])
         if not path.is_file():
             raise FileNotFoundError(
                 f"vgg_weights={name!r}: the weights file is not in the torch hub cache at {path}, and "

@@ -3,7 +3,8 @@ import shutil
 import pytest
 import torch
 
-from ipmn_lightning.data import FaceSwapDataModule, MaskStoreError
+from ipmn_lightning.data import MaskStoreError
+from ipmn_lightning.data.datamodule import FaceSwapDataModule
 
 
 class FakeTrainer:

@@ -121,7 +121,7 @@ def test_killed_midway_resumes_without_redoing_masks(tmp_path: Path) -> None:
 def test_cli_without_the_extra_names_the_install(monkeypatch: pytest.MonkeyPatch, capsys, tmp_path: Path) -> None:
     import importlib.util
 
-    from ipmn_lightning.tools import run_tool
+    from ipmn_lightning.cli import main as run_tool
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "dlib" else real(name, *a))

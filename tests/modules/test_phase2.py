@@ -10,7 +10,7 @@ from helpers import SIZE, TINY_PHASE2, tiny_data, tiny_trainer
 from pytorch_lightning.demos.boring_classes import BoringModel
 
 from ipmn_lightning.modules import InvertibleMaskModule
-from ipmn_lightning.modules.base import CheckpointError
+from ipmn_lightning.phases import CheckpointError
 
 
 def make_module(checkpoints, **kwargs) -> InvertibleMaskModule:
@@ -54,7 +54,7 @@ def test_missing_and_wrong_phase1_checkpoint(tmp_path, checkpoints):
     with pytest.raises(CheckpointError, match="phase1_ckpt"):
         InvertibleMaskModule(image_size=SIZE, phase1_ckpt=str(tmp_path / "nope.ckpt"), **TINY_PHASE2).setup("fit")
     wrong = InvertibleMaskModule(image_size=SIZE, phase1_ckpt=str(checkpoints["phase2"]), **TINY_PHASE2)
-    with pytest.raises(CheckpointError, match="expected 'watermark_pretrain'"):
+    with pytest.raises(CheckpointError, match="expected 'phase1'"):
         wrong.setup("fit")
 
 

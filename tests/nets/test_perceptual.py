@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torchvision.models import VGG16_Weights
 
-from ipmn_lightning.nets.perceptual import VGGFeatures, hub_cache_path
+from ipmn_lightning.nets.perceptual import VGGFeatures
+from ipmn_lightning.utils import hub_cache_file
 
 
 @pytest.fixture
@@ -43,7 +45,7 @@ def test_sliced_state_dict_file_loads(tmp_path):
 
 def test_hub_cache_name_resolution(hub_dir):
     src = VGGFeatures(weights=None)
-    expected = hub_cache_path("IMAGENET1K_V1")
+    expected = hub_cache_file(VGG16_Weights.IMAGENET1K_V1)
     assert expected == hub_dir / "checkpoints" / "vgg16-397923af.pth"
     expected.parent.mkdir(parents=True)
     torch.save({f"features.{k}": v for k, v in src.features.state_dict().items()}, expected)
