@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .phases import LEGACY_KINDS
+
 __all__ = ["MANIFEST", "load_manifest"]
 
 MANIFEST = "manifest.json"
@@ -19,6 +21,7 @@ def load_manifest(output: str | os.PathLike[str]) -> dict[str, Any]:
         return {}
     manifest = json.loads(file.read_text())
     for record in manifest.get("phases", []):
+        record["kind"] = LEGACY_KINDS.get(record.get("kind"), record.get("kind"))
         for key in ("checkpoint", "last_checkpoint"):
             if record.get(key):
                 record[key] = str(Path(output) / record[key])

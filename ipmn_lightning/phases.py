@@ -47,6 +47,11 @@ class Phase:
 
 
 PHASE1, PHASE2, PHASE3_STEAL, PHASE3_ENHANCE = "phase1", "phase2", "phase3_steal", "phase3_enhance"
+#: The tags of checkpoints written before the phases had one name (0.x): still loaded as their phase.
+LEGACY_TAGS = {"watermark_pretrain": PHASE1, "invertible_mask": PHASE2, "stealing_attack": PHASE3_STEAL,
+               "extractor_enhance": PHASE3_ENHANCE}  # fmt: skip
+#: The pipeline manifests' phase kinds of that time (``phase1`` and ``phase2`` kept their names).
+LEGACY_KINDS = {"steal": PHASE3_STEAL, "enhance": PHASE3_ENHANCE}
 PHASES: dict[str, Phase] = {
     p.key: p
     for p in (
@@ -87,7 +92,7 @@ def load_phase_checkpoint(
         raise CheckpointError(f"{argument}: {file} is not a readable checkpoint ({type(err).__name__}: {err})") from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{argument}: {file} is not a Lightning checkpoint (no state_dict)")
-    phase = checkpoint.get(PHASE_KEY)
+    phase = checkpoint[PHASE_KEY] = LEGACY_TAGS.get(checkpoint.get(PHASE_KEY), checkpoint.get(PHASE_KEY))
     expected = (expected_phase,) if isinstance(expected_phase, str) else expected_phase
     if phase not in expected:
         raise CheckpointError(

@@ -11,7 +11,7 @@ from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor, nn
 from torchvision.utils import make_grid
 
-from ..phases import FROZEN_KEY, PHASE_KEY, CheckpointError
+from ..phases import FROZEN_KEY, LEGACY_TAGS, PHASE_KEY, CheckpointError
 from ..utils import atomic_save_image
 
 
@@ -51,7 +51,7 @@ class IPMNModule(pl.LightningModule):
         Raises:
             CheckpointError: the checkpoint is of another phase (e.g. ``--ckpt_path`` given as a URL).
         """
-        phase = checkpoint.get(PHASE_KEY)
+        phase = LEGACY_TAGS.get(checkpoint.get(PHASE_KEY), checkpoint.get(PHASE_KEY))
         if phase is not None and phase != self.phase:
             raise CheckpointError(
                 f"the checkpoint is of phase {phase!r} but {type(self).__name__} trains {self.phase!r}; "
