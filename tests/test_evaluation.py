@@ -42,7 +42,7 @@ def test_evaluate_writes_every_table(checkpoints, data_config, capsys):
         assert paper in markdown
     report = json.loads(Path("report/report.json").read_text())
     assert report["images"] == 4 and report["split"] == "test"
-    assert set(report["table2"]) == {"recovered", "masked", "recovered_mask"}
+    assert set(report["table2"]) == {"recovered", "masked", "recovered_mask", "masked_vs_mask"}
     assert {"psnr", "ssim", "psnr_q8", "ssim_q8"} <= set(report["table2"]["recovered"])
     assert set(report["table3"]) == {"phase1", "enhanced"}
     assert set(report["table3"]["enhanced"]) == {"masked_face", "recovered_mask", "stolen"}

@@ -21,6 +21,8 @@ PAIRS = {
     "recovered": ("protected", "recovered_face"),
     "masked": ("watermarked_mask", "masked_face"),
     "recovered_mask": ("watermarked_mask", "recovered_mask"),
+    # and the pair of Table 5: what the watermark and the hidden face cost the mask together
+    "masked_vs_mask": ("mask", "masked_face"),
 }
 
 #: Why a phase-2 step is skipped, indexed by :meth:`InvertibleMaskModule.step_verdict`'s code ("" = not skipped).
@@ -288,6 +290,7 @@ class InvertibleMaskModule(IPMNModule):
         recovered_face_q8, recovered_mask_q8 = self.inn.put_off(quantized, z=z)
         images = {
             "protected": protected,
+            "mask": batch["mask"],
             "watermarked_mask": watermarked_mask,
             "masked_face": masked_face,
             "recovered_face": recovered_face,

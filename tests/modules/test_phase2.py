@@ -10,7 +10,7 @@ from helpers import SIZE, TINY_PHASE2, tiny_data, tiny_trainer
 from pytorch_lightning.demos.boring_classes import BoringModel
 
 from ipmn_lightning.modules import InvertibleMaskModule
-from ipmn_lightning.phases import CheckpointError
+from ipmn_lightning.phases import PHASES, CheckpointError
 
 
 def make_module(checkpoints, **kwargs) -> InvertibleMaskModule:
@@ -79,7 +79,7 @@ def test_validation_logs_table2_metrics(checkpoints):
     module = make_module(checkpoints)
     trainer = tiny_trainer(limit_train_batches=1)
     trainer.fit(module, datamodule=tiny_data())
-    for pair in ("recovered", "masked", "recovered_mask"):
+    for pair in ("recovered", "masked", "recovered_mask", "masked_vs_mask"):
         for suffix in ("", "_q8"):
             for kind in ("psnr", "ssim", "psnr_y", "ssim_y"):
                 assert f"val/{kind}_{pair}{suffix}" in trainer.callback_metrics
@@ -96,8 +96,9 @@ def test_clip_fraction_and_grad_norm_are_logged(clip, fraction, checkpoints):
 
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-PHASES = ("phase1", "phase2", "phase3_steal", "phase3")
-TRAINER_CONFIGS = [folder / f"{phase}.yaml" for folder in (CONFIGS, CONFIGS / "demo") for phase in PHASES]
+TRAINER_CONFIGS = [
+    folder / f"{phase}.yaml" for folder in (CONFIGS, CONFIGS / "demo", CONFIGS / "faces") for phase in PHASES
+]
 
 
 class LogsMonitors(BoringModel):
