@@ -309,8 +309,9 @@ def pipeline(
             raise
         finally:
             save()
-        # the phases read the generated store; a --data.mask_store of the overrides still wins
-        extra = [f"--data.mask_store={out / manifest['masks']['store']}", *extra]
+        # the phases read the generated store (a --data.mask_store of the overrides still wins), by its absolute
+        # path so that the manifest's data settings hold from any working directory (ipmn evaluate --run)
+        extra = [f"--data.mask_store={(out / manifest['masks']['store']).resolve()}", *extra]
 
     done: dict[str, list[str]] = {key: [] for key in PHASES}
     started = time.time()
