@@ -35,6 +35,7 @@ from .phases import (
     PHASE1,
     PHASE3_ENHANCE,
     PHASE_KEY,
+    WATERMARK_POSITIONS,
     CheckpointError,
     build,
     extractor_config,
@@ -128,6 +129,15 @@ def _write(path: str | os.PathLike, fmt: str, config: dict[str, Any], tensors: d
     return target
 
 
+def _refuse_baseline(config: dict[str, Any], checkpoint: str | os.PathLike[str]) -> None:
+    """Bundles carry IPMN's networks; a baseline's checkpoint (HiDDeN, ``type`` in its config) has no bundle."""
+    if config.get("type") is not None:
+        raise BundleError(
+            f"{checkpoint} holds the {config['type']!r} baseline of the paper's comparisons, not IPMN's H and R: "
+            "it is evaluated from its checkpoints (`ipmn evaluate`) and has no bundle"
+        )
+
+
 def export_service_bundle(phase2_ckpt: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
     """Write the service bundle (H, the INN, w, image size) of a phase-2 checkpoint.
 
@@ -139,6 +149,7 @@ def export_service_bundle(phase2_ckpt: str | os.PathLike[str], path: str | os.Pa
         ``path``.
     """
     configs, state = load_phase2(str(phase2_ckpt))
+    _refuse_baseline(configs["embedder"], phase2_ckpt)
     size = int(configs["embedder"]["image_size"])
     config = {**configs, "image_size": size, "source": Path(phase2_ckpt).name}
     return _write(path, SERVICE_FORMAT, config, _tensors(state, ("embedder", "inn")))
@@ -184,6 +195,7 @@ def export_verifier_bundle(
         ValueError: ``threshold`` not in (0, 1), or a reference NC that is not a finite number in [-1, 1].
     """
     extractor, state, default_threshold = _extractor_checkpoint(str(extractor_ckpt))
+    _refuse_baseline(extractor, extractor_ckpt)
     threshold = float(default_threshold if threshold is None else threshold)
     if not 0 < threshold < 1:
         raise ValueError(f"export_verifier_bundle: threshold must be in (0, 1), got {threshold}")
@@ -251,6 +263,8 @@ def _check_config(file: Path, fmt: str, config: Any, tensors: dict[str, Tensor])
             raise bad("embedder.num_downs", embedder["num_downs"], "null or an integer in [1, 12]")
         if not isinstance(embedder.get("residual", False), bool):
             raise bad("embedder.residual", embedder["residual"], "true or false")
+    if config.get("position", "mask") not in WATERMARK_POSITIONS:
+        raise bad("position", config["position"], f"one of {list(WATERMARK_POSITIONS)}")
     if "inn" in config:
         clamp = config["inn"].get("clamp")
         if not _is_real(clamp) or not 0 < clamp <= 100:

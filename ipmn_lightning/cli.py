@@ -92,7 +92,7 @@ def masks_generate(
     root: str,
     source: Literal["celeba", "folder"] = "celeba",
     store: str | None = None,
-    generator: Literal["landmark", "diffface"] = "landmark",
+    generator: Literal["landmark", "mosaic", "diffface"] = "landmark",
     image_size: int = 256,
     workers: int = 1,
     shard: str = "0/1",
@@ -111,8 +111,9 @@ def masks_generate(
         root: the dataset folder (CelebA: the folder holding ``img_align_celeba/``).
         source: dataset layout.
         store: mask store folder (default ``<root>/masks_store``).
-        generator: the mask generator (``landmark``: an offline CPU face swap on dlib landmarks; ``diffface``:
-            the DiffFace port, run as a Lightning predict, one shard per process; see README.md).
+        generator: the mask generator (``landmark``: an offline CPU face swap on dlib landmarks; ``mosaic``:
+            x_p with its face pixelated, You et al.'s privacy baseline, x_r ignored; ``diffface``: the DiffFace
+            port, run as a Lightning predict, one shard per process; see README.md).
         image_size: side of the square masks in pixels (train with ``data.image_size`` <= this).
         workers: processes (1: this process).
         shard: ``K/N``: make only shard K of N (N processes or machines sharing the store fill it without
@@ -131,7 +132,9 @@ def masks_generate(
         require_faces_extra("ipmn masks generate")
         if generator == "diffface":
             options = generator_options
-            return diffface_generate(root, source, store, image_size, seed, identity_sample, progress, options)
+            return diffface_generate(
+                root, source, store, image_size, seed, identity_sample, progress, options, workers=workers, shard=shard
+            )
         summary = generate_masks(
             root,
             source=source,

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from .bundle import SERVICE_FORMAT, VERIFIER_FORMAT, Bundle, load_bundle
 from .metrics import normalized_correlation, quantize_8bit
+from .phases import put_on_mask
 from .utils import center_square_box, pil_to_tensor, rgb_image, tensor_to_pil
 
 __all__ = ["IPMN", "Verification"]
@@ -76,6 +77,8 @@ class IPMN:
             self.embedder = service.network("embedder").to(self.device)
             self.inn = service.network("inn").to(self.device)
             self.watermark = service.watermark.to(self.device)
+            # where the run's phase 2 put w: IPMN's mask, or a Table 5/7 variant (phases.put_on_mask)
+            self.position = str(service.config.get("position", "mask"))
         if verifier is not None:
             self.extractor = verifier.network("extractor").to(self.device)
             self.verifier_watermark = verifier.watermark.to(self.device)
@@ -174,7 +177,7 @@ class IPMN:
         masks, _, _ = self._to_batch(mask, "mask")
         if masks.shape[0] != faces.shape[0]:
             raise ValueError(f"protect: {faces.shape[0]} protected images but {masks.shape[0]} masks")
-        masked_face, _ = self.inn.put_on(faces, self.embedder(masks, self.watermark))
+        masked_face, _ = put_on_mask(self.inn, self.embedder, self.watermark, faces, masks, self.position)
         return self._from_batch(quantize_8bit(masked_face), kind, device)
 
     @torch.inference_mode()

@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from .nets.embedder import WatermarkEmbedder
 from .nets.extractor import WatermarkExtractor
+from .nets.hidden import HiddenDecoder, HiddenEncoder
 from .nets.inn import InvertibleMaskNet
 from .nets.stealing import build_stealer
 
@@ -116,8 +117,21 @@ def load_submodule(module: nn.Module, state_dict: dict[str, Tensor], prefix: str
         ) from err
 
 
+HIDDEN = "hidden"
+"""The ``type`` of the H/R configs of the HiDDeN baseline (paper §4.3.2); IPMN's own configs have no ``type``."""
+
+
 def embedder_config(hparams: dict[str, Any]) -> dict[str, Any]:
-    """H's constructor arguments from phase-1 hyper-parameters."""
+    """H's constructor arguments from phase-1 hyper-parameters.
+
+    For the HiDDeN baseline (``hparams["embedder"] == "hidden"``) the config also carries ``type`` and the
+    shape of the owner's watermark (the (L,) message), ``watermark_shape``, which later phases read.
+    """
+    if hparams.get("embedder") == HIDDEN:
+        length = int(hparams["message_length"])
+        return {"type": HIDDEN, "image_size": int(hparams["image_size"]), "message_length": length,
+                "channels": int(hparams["channels"]), "blocks": int(hparams["encoder_blocks"]),
+                "watermark_shape": [length]}  # fmt: skip
     return {
         "image_size": int(hparams["image_size"]),
         "ngf": int(hparams["ngf"]),
@@ -126,8 +140,23 @@ def embedder_config(hparams: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def watermark_shape(embedder: dict[str, Any]) -> tuple[int, ...]:
+    """Shape of the watermark buffer w that goes with an H config.
+
+    ``watermark_shape`` if the config records one (the HiDDeN baseline's (L,) message), else the
+    (3, size, size) image of IPMN's H.
+    """
+    if embedder.get("watermark_shape") is not None:
+        return tuple(int(n) for n in embedder["watermark_shape"])
+    size = int(embedder["image_size"])
+    return (3, size, size)
+
+
 def extractor_config(hparams: dict[str, Any]) -> dict[str, Any]:
     """R's constructor arguments from phase-1 hyper-parameters."""
+    if hparams.get("embedder") == HIDDEN:
+        return {"type": HIDDEN, "message_length": int(hparams["message_length"]),
+                "channels": int(hparams["channels"]), "blocks": int(hparams["decoder_blocks"])}  # fmt: skip
     return {"channels": int(hparams["extractor_channels"]), "dilations": tuple(hparams["extractor_dilations"])}
 
 
@@ -151,8 +180,52 @@ def stealer_config(hparams: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: Where the owner's watermark goes (paper §4.2.2, Tables 5-6): into the mask before the INN (IPMN, ``mask``),
+#: into the INN's output ``masked_face`` (the ablation), or nowhere (``none``: IMN, Table 7).
+WatermarkPosition = Literal["mask", "masked_face", "none"]
+WATERMARK_POSITIONS: tuple[str, ...] = ("mask", "masked_face", "none")
+
+
+def put_on_mask(
+    inn: nn.Module,
+    embedder: nn.Module | None,
+    watermark: Tensor,
+    protected: Tensor,
+    mask: Tensor,
+    position: str = "mask",
+) -> tuple[Tensor, Tensor]:
+    """The sender's black box: the masked face x_wmf and the lost information M (eqs. 2 and 5).
+
+    Args:
+        inn: the putting-on/off network.
+        embedder: H (unused when ``position`` is ``none``).
+        watermark: w.
+        protected: x_p, (B, 3, H, W) in [0, 1].
+        mask: x_m, (B, 3, H, W) in [0, 1].
+        position: ``mask``: f(x_p, H(x_m, w)) (IPMN); ``masked_face``: H(f(x_p, x_m), w) (Table 5's ablation);
+            ``none``: f(x_p, x_m) (IMN).
+
+    Returns:
+        (x_wmf (B, 3, H, W), M (B, 12, H/2, W/2)).
+    """
+    if position == "none":
+        return inn.put_on(protected, mask)
+    if position == "masked_face":
+        masked_face, lost = inn.put_on(protected, mask)
+        return embedder(masked_face, watermark), lost
+    return inn.put_on(protected, embedder(mask, watermark))
+
+
+def watermark_position(hparams: dict[str, Any]) -> str:
+    """The watermark position a phase-2 checkpoint was trained with (``mask`` for checkpoints before the option)."""
+    return str(hparams.get("watermark_position", "mask"))
+
+
 def build(kind: str, config: dict[str, Any]) -> nn.Module:
     """Build an untrained network of ``kind`` (embedder, extractor, inn, stealer) from its config."""
+    if config.get("type") == HIDDEN and kind in ("embedder", "extractor"):
+        arguments = {k: v for k, v in config.items() if k not in ("type", "watermark_shape")}
+        return HiddenEncoder(**arguments) if kind == "embedder" else HiddenDecoder(**arguments)
     if kind == "embedder":
         return WatermarkEmbedder(**config)
     if kind == "extractor":
@@ -177,7 +250,9 @@ def load_phase2(path: str, argument: str = "phase2_ckpt") -> tuple[dict[str, Any
     frozen = checkpoint.get("ipmn_frozen") or {}
     if "embedder" not in frozen:
         raise ValueError(f"{argument}: {path} does not record its embedder; re-save it with this version")
-    return {"embedder": frozen["embedder"], "inn": inn_config(checkpoint["hyper_parameters"])}, checkpoint["state_dict"]
+    hparams = checkpoint["hyper_parameters"]
+    configs = {"embedder": frozen["embedder"], "inn": inn_config(hparams), "position": watermark_position(hparams)}
+    return configs, checkpoint["state_dict"]
 
 
 def load_stealer(path: str, argument: str = "stealer_ckpt") -> tuple[dict[str, Any], dict[str, Tensor]]:

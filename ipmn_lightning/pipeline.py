@@ -45,7 +45,7 @@ import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from . import __version__
-from .bundle import export_service_bundle, export_verifier_bundle
+from .bundle import BundleError, export_service_bundle, export_verifier_bundle
 from .data.datamodule import FaceSwapDataModule
 from .evaluation import run_evaluation
 from .facade import IPMN
@@ -79,11 +79,21 @@ class PhaseSpec:
         name: the phase's folder under ``output`` and its key in the manifest (unique).
         config: the phase's YAML, as given to ``ipmn fit --config``.
         args: extra ``ipmn fit`` arguments for this phase only, e.g. ``["--model.init_args.stealer=unet"]``.
+        held_out: a stealing phase whose model the enhancement never sees: trained like the others and scored in
+            Table 10 as an unseen attacker (paper §4.4.1: the owner cannot know the attacker's architecture).
+        stealers: an enhancement phase's stealing phases, by name (default: every earlier one not ``held_out``).
+            ``["all"]`` gives it every earlier stealing phase, held-out ones included. The verifier bundle and the
+            report's "enhanced R" come from the last enhancement phase with the default; the others are variants,
+            reported beside it.
+        checkpoint: a phase trained elsewhere: its checkpoint is used as it is (the config still says its kind).
     """
 
     name: str
     config: str
     args: list[str] = field(default_factory=list)
+    held_out: bool = False
+    stealers: list[str] | None = None
+    checkpoint: str | None = None
 
 
 @dataclass
@@ -246,8 +256,28 @@ def _fit(spec: PhaseSpec, args: list[str], root: Path, mode: str) -> dict[str, A
     }
 
 
+def _enhancement_stealers(spec: PhaseSpec, stealing: dict[str, tuple[str, bool]]) -> list[str]:
+    """The names of the earlier stealing phases an enhancement phase trains against."""
+    if spec.stealers is None:
+        return [name for name, (_, held_out) in stealing.items() if not held_out]
+    if spec.stealers == ["all"]:
+        return list(stealing)
+    unknown = [name for name in spec.stealers if name not in stealing]
+    if unknown:
+        raise ValueError(
+            f"phase {spec.name!r}: stealers {unknown} are not earlier stealing phases of this pipeline "
+            f"(earlier ones: {list(stealing)}); list them before {spec.name!r}"
+        )
+    return list(spec.stealers)
+
+
 def _phase_args(
-    spec: PhaseSpec, model_class: type, root: Path, done: dict[str, list[str]], extra: list[str]
+    spec: PhaseSpec,
+    model_class: type,
+    root: Path,
+    done: dict[str, list[str]],
+    extra: list[str],
+    stealers: list[str] | None = None,
 ) -> list[str]:
     """The ``ipmn fit`` arguments of a phase, with the earlier phases' checkpoints injected."""
     accepted = inspect.signature(model_class.__init__).parameters
@@ -255,7 +285,9 @@ def _phase_args(
     args = ["fit", "--config", spec.config, f"--trainer.default_root_dir={root}",
             "--trainer.enable_checkpointing=true", callbacks]  # fmt: skip
     for argument, source in CKPT_ARGS.items():
-        if argument in accepted and done[source]:
+        if source == PHASE3_STEAL and argument in accepted and stealers is not None:
+            args.append(f"--model.init_args.{argument}={json.dumps(stealers)}")
+        elif argument in accepted and done[source]:
             value = json.dumps(done[source]) if source == PHASE3_STEAL else done[source][-1]
             args.append(f"--model.init_args.{argument}={value}")
     return [*args, *spec.args, *extra]
@@ -314,18 +346,27 @@ def pipeline(
         extra = [f"--data.mask_store={(out / manifest['masks']['store']).resolve()}", *extra]
 
     done: dict[str, list[str]] = {key: [] for key in PHASES}
+    stealing: dict[str, tuple[str, bool]] = {}  # stealing phase name -> (checkpoint, held out)
+    main_enhancement: str | None = None
     started = time.time()
     for index, spec in enumerate(phases, 1):
         model_class = _model_class(spec)
         kind, root, step = phase_kind(model_class), out / spec.name, f"[{index}/{len(phases)}] {spec.name}"
         record = previous.get(spec.name, {})
-        if record.get("status") == "finished" and Path(record.get("checkpoint") or "").is_file():
+        enhanced_on = _enhancement_stealers(spec, stealing) if kind == PHASE3_ENHANCE else None
+        if spec.checkpoint is not None:
+            if not Path(spec.checkpoint).is_file():
+                raise FileNotFoundError(f"phase {spec.name!r}: checkpoint {spec.checkpoint} does not exist")
+            print(f"{step} ({kind}): using {spec.checkpoint}")
+            record = {"status": "finished", "checkpoint": _relative(spec.checkpoint, out), "given": True}
+        elif record.get("status") == "finished" and Path(record.get("checkpoint") or "").is_file():
             print(f"{step} ({kind}): finished earlier, skipped")
             for key in ("checkpoint", "last_checkpoint"):
                 record[key] = record.get(key) and _relative(record[key], out)
             record["reused"] = True
         else:
-            args = _phase_args(spec, model_class, root, done, extra)
+            chosen = None if enhanced_on is None else [stealing[name][0] for name in enhanced_on]
+            args = _phase_args(spec, model_class, root, done, extra, chosen)
             last = newest_last_checkpoint(root / "checkpoints") or root / "checkpoints" / "last.ckpt"
             resumed = last.is_file()
             args += [f"--ckpt_path={last}"] if resumed else []
@@ -357,10 +398,20 @@ def pipeline(
                 return 1
             record = manifest["phases"].pop()
         record.update(name=spec.name, kind=kind, config=spec.config)
+        checkpoint_path = str(out / record["checkpoint"])
+        if kind == PHASE3_STEAL:
+            record["held_out"] = spec.held_out
+            stealing[spec.name] = (checkpoint_path, spec.held_out)
+        if enhanced_on is not None:
+            record["stealers"] = enhanced_on
+            record["main"] = spec.stealers is None
+            main_enhancement = checkpoint_path if spec.stealers is None else main_enhancement
         manifest["phases"].append(record)
         if kind in done:
-            done[kind].append(str(out / record["checkpoint"]))
+            done[kind].append(checkpoint_path)
         save()
+    if main_enhancement is not None:  # the bundle's R: the default protocol's, not a variant's
+        done[PHASE3_ENHANCE].append(main_enhancement)
     manifest["run_time_s"] = time.time() - started
     manifest["wall_time_s"] = sum(p.get("wall_time_s", 0.0) for p in manifest["phases"])
     data = next((r["data"] for r in reversed(manifest["phases"]) if r.get("data")), None)
@@ -417,19 +468,24 @@ def export_bundles(out: Path, done: dict[str, list[str]], data: dict[str, Any] |
     on the clean images of the test split (:func:`clean_nc_reference`).
     """
     bundles: dict[str, str] = {}
-    if done[PHASE2]:
-        bundles["service"] = str(export_service_bundle(done[PHASE2][-1], out / "bundles" / "service.safetensors"))
-    extractor = (done[PHASE3_ENHANCE] or done[PHASE1] or [None])[-1]
-    if extractor is not None:
-        bundles["verifier"] = str(export_verifier_bundle(extractor, out / "bundles" / "verifier.safetensors"))
-        if data:
-            try:
-                reference = clean_nc_reference(bundles["verifier"], data, bundles.get("service"))
-            except (OSError, ValueError) as err:  # the data moved or changed: the bundle stays usable without it
-                print(f"warning: verifier bundle without clean_nc_reference ({type(err).__name__}: {err})")
-            else:
-                export_verifier_bundle(extractor, bundles["verifier"], clean_nc_reference=reference)
-                print(f"verifier bundle: {len(reference)} clean-image reference NCs (for p-values in ipmn verify)")
+    try:
+        if done[PHASE2]:
+            service = export_service_bundle(done[PHASE2][-1], out / "bundles" / "service.safetensors")
+            bundles["service"] = str(service)
+        extractor = (done[PHASE3_ENHANCE] or done[PHASE1] or [None])[-1]
+        if extractor is not None:
+            bundles["verifier"] = str(export_verifier_bundle(extractor, out / "bundles" / "verifier.safetensors"))
+    except BundleError as err:  # a baseline run (HiDDeN): evaluated from its checkpoints, no bundles
+        print(f"no bundles: {err}")
+        return {}
+    if extractor is not None and data:
+        try:
+            reference = clean_nc_reference(bundles["verifier"], data, bundles.get("service"))
+        except (OSError, ValueError) as err:  # the data moved or changed: the bundle stays usable without it
+            print(f"warning: verifier bundle without clean_nc_reference ({type(err).__name__}: {err})")
+        else:
+            export_verifier_bundle(extractor, bundles["verifier"], clean_nc_reference=reference)
+            print(f"verifier bundle: {len(reference)} clean-image reference NCs (for p-values in ipmn verify)")
     for role, path in bundles.items():
         print(f"{role} bundle: {path}")
     return {role: _relative(path, out) for role, path in bundles.items()}

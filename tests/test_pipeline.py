@@ -177,3 +177,24 @@ def test_shipped_pipelines_parse(name, capsys):
     assert spec["phases"][0]["name"] == "phase1" and spec["phases"][-1]["name"] == "enhance"
     for phase in spec["phases"]:
         assert (REPO / phase["config"]).is_file()
+
+
+EXPERIMENT_PIPELINES = sorted(
+    p.relative_to(REPO / "configs").as_posix() for p in (REPO / "configs").rglob("pipeline_*.yaml")
+)
+
+
+@pytest.mark.parametrize("name", EXPERIMENT_PIPELINES)
+def test_experiment_pipelines_parse_and_name_shipped_configs(name, capsys):
+    with pytest.raises(SystemExit):
+        main(["pipeline", "--config", str(REPO / "configs" / name), "--print_config"])
+    spec = yaml.safe_load(capsys.readouterr().out)
+    for phase in spec["phases"]:
+        assert (REPO / phase["config"]).is_file()
+        assert ("demo/" in name) == ("configs/demo/" in phase["config"]), "demo pipelines use demo configs only"
+
+
+def test_there_is_an_experiment_pipeline_per_comparison():
+    names = {Path(n).name for n in EXPERIMENT_PIPELINES}
+    assert {f"pipeline_{k}.yaml" for k in ("ipmn", "imn", "position", "hidden")} <= names
+    assert len(EXPERIMENT_PIPELINES) == 2 * len(names)  # the paper scale and the demo of each

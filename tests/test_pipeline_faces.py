@@ -75,9 +75,10 @@ def test_masks_step_needs_photos(tmp_path):
 def test_evaluate_reports_table_11(tmp_path, fake_faces, monkeypatch):
     run_pipeline(faces_pipeline(tmp_path, fake_faces, FULL), evaluate=False)
     monkeypatch.setattr(analysis, "DlibIdentityEncoder", FakeEncoder)  # mean colour as identity
+    monkeypatch.setattr(analysis, "DlibFaceAnalyzer", FakeAnalyzer)  # the mosaic row's landmarks
     report = run_evaluation(run=str(tmp_path / "run"), progress=False, privacy=True)
     table = report["table11"]
-    assert set(table["sr_p"]) == {"masked_face", "mask"} and set(table["sr_p"]["mask"]) == {"none"}
+    assert set(table["sr_p"]) == {"masked_face", "mask", "mosaic"} and set(table["sr_p"]["mask"]) == {"none"}
     assert set(table["sr_p"]["masked_face"]) == {"none", "gaussian_noise", "gaussian_blur", "jpeg"}
     counts = table["counts"]["masked_face"]["none"]
     assert counts["total"] + counts["reference_missing"] == 4  # the test split
@@ -86,6 +87,7 @@ def test_evaluate_reports_table_11(tmp_path, fake_faces, monkeypatch):
     assert 0 <= table["utility"] <= 1 and table["utility_counts"]["total"] == counts["total"]
     text = (tmp_path / "run" / "report.md").read_text()
     assert "Table 11" in text and "JPEG 30" in text and "Utility: x'_p recognised as x_p" in text
+    assert "| Mosaic (You et al.) |" in text and "| paper: You et al. [36]" in text
     assert "same person below 0.05" in text  # the recogniser and its threshold are named
     # synthetic data: no privacy table unless asked for
     assert run_evaluation(run=str(tmp_path / "run"), progress=False, privacy=False)["table11"] is None

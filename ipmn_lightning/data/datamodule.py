@@ -14,6 +14,7 @@ from .synthetic import SyntheticFaceSwapDataset
 
 Source = Literal["synthetic", "celeba", "folder"]
 Split = Literal["train", "val", "test"]
+TrainPart = Literal["all", "owner", "attacker"]
 IMAGE_KEYS = ("protected", "replacement", "mask")
 
 
@@ -47,6 +48,11 @@ class FaceSwapDataModule(pl.LightningDataModule):
             so it is the same on every DDP rank (each then reads its share of it), in every epoch and after a
             resume; validation and test splits are never reduced. An epoch is a pass over the subset, so the
             paper's epoch counts cost ``epochs * subset / batch`` steps (see the cost table in README.md).
+        train_part: which part of the training split this phase reads (paper §3.3.1): ``all``; ``owner``, the
+            images the owner trains phases 1, 2 and 3b on; or ``attacker``, the disjoint rest that the attacker
+            queries the black box with (phase 3a). The split is one permutation seeded by ``seed`` alone, the
+            attacker's part ``attacker_fraction`` of it; ``train_fraction``/``train_limit`` then reduce the part.
+        attacker_fraction: share of the training split that is the attacker's (``train_part``).
         faces_only: serve single faces instead of triplets (``celeba``/``folder`` without a mask store): batches
             hold ``protected`` (the face), ``index`` and ``key`` (its relative path). For models of faces, such
             as the DiffFace DDPM (``configs/diffface.yaml``).
@@ -70,6 +76,8 @@ class FaceSwapDataModule(pl.LightningDataModule):
         check_store: bool = True,
         train_fraction: float = 1.0,
         train_limit: int | None = None,
+        train_part: TrainPart = "all",
+        attacker_fraction: float = 0.5,
         faces_only: bool = False,
     ) -> None:
         super().__init__()
@@ -81,6 +89,10 @@ class FaceSwapDataModule(pl.LightningDataModule):
             )
         if not 0.0 < train_fraction <= 1.0:
             raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction} (e.g. --data.train_fraction=0.1)")
+        if not 0.0 < attacker_fraction < 1.0:
+            raise ValueError(
+                f"attacker_fraction must be in (0, 1), got {attacker_fraction} (e.g. --data.attacker_fraction=0.5)"
+            )
         if train_limit is not None and train_limit < 1:
             raise ValueError(f"train_limit must be >= 1 or null, got {train_limit} (e.g. --data.train_limit=20000)")
         for name, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size)):
@@ -105,6 +117,8 @@ class FaceSwapDataModule(pl.LightningDataModule):
         self.check_store = check_store
         self.train_fraction = train_fraction
         self.train_limit = train_limit
+        self.train_part = train_part
+        self.attacker_fraction = attacker_fraction
         self.faces_only = faces_only
         self._datasets: dict[str, Dataset] = {}
 
@@ -122,18 +136,26 @@ class FaceSwapDataModule(pl.LightningDataModule):
     def train_subset(self, dataset: Dataset) -> Dataset:
         """The deterministic training subset of ``dataset``, or ``dataset`` itself when that is all of it.
 
-        ``min(round(train_fraction * n), train_limit)`` triplets (at least one), drawn without replacement by a
-        generator seeded with ``seed`` only (no rank, no epoch) and kept in index order.
+        First the ``train_part`` (owner's or attacker's share of the n triplets), then ``min(round(train_fraction *
+        part), train_limit)`` triplets of it (at least one), drawn without replacement by generators seeded with
+        ``seed`` only (no rank, no epoch) and kept in index order.
         """
         n = len(dataset)  # type: ignore[arg-type]
-        k = max(1, round(self.train_fraction * n))
+        pool = list(range(n))
+        if self.train_part != "all":
+            # one permutation for both parties, independent of train_fraction/limit: the parts never overlap
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + 7919)).tolist()
+            cut = n - max(1, round(self.attacker_fraction * n))
+            pool = sorted(order[:cut] if self.train_part == "owner" else order[cut:])
+        k = max(1, round(self.train_fraction * len(pool)))
         if self.train_limit is not None:
             k = min(k, self.train_limit)
         if k >= n:
             return dataset
-        generator = torch.Generator().manual_seed(self.seed)
-        indices = torch.randperm(n, generator=generator)[:k].sort().values.tolist()
-        return Subset(dataset, indices)
+        if k < len(pool):
+            generator = torch.Generator().manual_seed(self.seed)
+            pool = sorted(pool[i] for i in torch.randperm(len(pool), generator=generator)[:k].tolist())
+        return Subset(dataset, pool)
 
     def _build_full_dataset(self, split: Split) -> Dataset:
         if self.source == "synthetic":

@@ -18,14 +18,20 @@ whose scene is kept and x_r (``replacement``) as the identity source:
    mask over the first ``steps - masking_threshold`` steps; finally ``x_m = x_p (1 - mask) + x * mask``, so every
    pixel where the mask is 0 is x_p's, bit for bit.
 
-Recogniser and parser plug in as callables on ``(B, 3, H, W)`` images in [0, 1]; :class:`TorchScriptModule`
-wraps TorchScript exports of DiffFace's ArcFace and BiSeNet read from local paths (nothing is downloaded;
-DiffFace's own ``Arcface.tar`` is a pickle, which this library never unpickles: export it to TorchScript once
-where you trust it). **Without a differentiable recogniser** the sampler still swaps the face: the UNet is
-conditioned on x_r's identity embedding (which is all our own DiffFaceModule, conditioned on dlib's
-non-differentiable embedding, can use), but nothing pulls the result towards x_r's identity during sampling,
-so identity transfer is weaker than DiffFace's (the paper's ablation without ID guidance) and relies on how
-well the model learnt its conditioning. Without a parser, the face mask is the landmark hull.
+Recogniser and parser plug in as callables on ``(B, 3, H, W)`` images in [0, 1]. :func:`load_identity_model`
+and :func:`load_face_parser` read them from local paths (nothing is downloaded), with DiffFace's pre-processing
+(ArcFace at 112 px, unit-norm 512-d output; BiSeNet at 512 px, ImageNet normalisation, 19 classes): plain state
+dicts in the reference layouts (:mod:`ipmn_lightning.nets.arcface`: InsightFace_Pytorch's IR-SE50 or DiffFace's
+``Arcface.tar`` ResNet; :mod:`ipmn_lightning.nets.bisenet`: face-parsing.PyTorch's BiSeNet, DiffFace's
+``FaceParser.pth``), read ``weights_only`` and strictly, or ``.pt2`` / TorchScript exports
+(:class:`TorchScriptModule`). DiffFace's own ``Arcface.tar`` pickles the whole model, which this library never
+unpickles: re-save its ``state_dict`` once where you trust it (the error says how).
+
+**Without a differentiable recogniser** the sampler still swaps the face: the UNet is conditioned on x_r's
+identity embedding (which is all our own DiffFaceModule, conditioned on dlib's non-differentiable embedding, can
+use), but nothing pulls the result towards x_r's identity during sampling, so identity transfer is weaker than
+DiffFace's (the paper's ablation without ID guidance) and relies on how well the model learnt its conditioning.
+Without a parser, the face mask is the landmark hull.
 """
 
 from __future__ import annotations
@@ -49,9 +55,12 @@ __all__ = [
     "PARSER_FACE_CLASSES",
     "DiffFaceMaskGenerator",
     "DiffFaceSampler",
+    "FaceNetModule",
     "TorchScriptModule",
     "generate_masks_lightning",
     "landmark_face_mask",
+    "load_face_parser",
+    "load_identity_model",
 ]
 
 #: BiSeNet / CelebAMask-HQ classes DiffFace guides and masks: skin, brows, eyes, nose, mouth, lips.
@@ -60,45 +69,63 @@ PARSER_FACE_CLASSES: tuple[int, ...] = (1, 2, 3, 4, 5, 10, 11, 12, 13)
 ImageFn = Callable[[Tensor], Tensor]
 
 
-class TorchScriptModule(nn.Module):
-    """A TorchScript / ``torch.export`` recogniser or face parser from a local file, with DiffFace's pre-processing.
+#: ImageNet's per-channel mean and std (DiffFace normalises ArcFace's and BiSeNet's inputs with them).
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+#: Input normalisations by name: ``imagenet``; ``half`` (mean 0.5, std 0.5: InsightFace_Pytorch's ArcFace);
+#: ``diffface`` (DiffFace's parser input: ImageNet's, then its ``SpecificNorm`` ``(x - 0.5) / 0.5`` on top).
+NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "diffface": (
+        tuple(m + 0.5 * s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)),
+        tuple(0.5 * s for s in IMAGENET_STD),
+    ),
+}
+#: Suffixes read as plain state dicts (ArcFace / BiSeNet in DiffFace's layouts) unless the file is TorchScript.
+STATE_DICT_SUFFIXES = (".pth", ".pt", ".tar")
+
+
+class FaceNetModule(nn.Module):
+    """A frozen recogniser or face parser with its pre-processing, on ``(B, 3, H, W)`` images in [0, 1].
 
     Args:
-        path: a ``.pt2`` (``torch.export.save``, exported with a dynamic batch dimension) or TorchScript
-            (``torch.jit.save``) file; never downloaded.
-        input_size: side the network expects (ArcFace 112, BiSeNet 512).
-        mean: per-channel mean of its input normalisation (ImageNet's by default, as DiffFace).
+        net: the network (frozen here, but differentiable with respect to its input).
+        input_size: side the network expects (ArcFace 112, BiSeNet 512); inputs are resized bilinearly.
+        mean: per-channel mean of its input normalisation.
         std: per-channel std.
         output_size: resize a dense output (parser logits) back to the input's size.
-
-    Raises:
-        FileNotFoundError: naming the path and the argument that takes it.
+        normalize_output: L2-normalise a ``(B, D)`` output (recognisers: unit-norm embeddings).
     """
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        net: nn.Module,
         input_size: int,
-        mean: Sequence[float] = (0.485, 0.456, 0.406),
-        std: Sequence[float] = (0.229, 0.224, 0.225),
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
         output_size: bool = False,
+        normalize_output: bool = False,
     ) -> None:
         super().__init__()
-        file = Path(path).expanduser()
-        if not file.is_file():
-            raise FileNotFoundError(
-                f"{file}: no TorchScript file (identity_model / face_parser take a local torch.jit.save export)"
-            )
-        if file.suffix == ".pt2":  # torch.export.save (TorchScript's successor)
-            self.net = torch.export.load(os.fspath(file)).module()
-        else:
-            self.net = torch.jit.load(os.fspath(file), map_location="cpu").eval()
+        try:
+            net.eval()
+        except (NotImplementedError, RuntimeError):  # torch.export modules fix their mode at export
+            pass
+        self.net = net
         for p in self.net.parameters():
-            p.requires_grad_(False)  # frozen, but differentiable with respect to its input
+            p.requires_grad_(False)
         self.input_size = input_size
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.output_size = output_size
+        self.normalize_output = normalize_output
+        self.training = False
+
+    def train(self, mode: bool = True) -> FaceNetModule:
+        """Stays in eval mode (a pretrained network's BatchNorm statistics and dropout stay fixed)."""
+        self.training = False
+        return self
 
     def forward(self, images: Tensor) -> Tensor:
         """Run on ``(B, 3, H, W)`` images in [0, 1] (differentiably)."""
@@ -108,7 +135,123 @@ class TorchScriptModule(nn.Module):
             out = out[0]
         if self.output_size and out.dim() == 4:
             out = F.interpolate(out, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        if self.normalize_output and out.dim() == 2:
+            out = F.normalize(out, dim=1)
         return out
+
+
+def _load_exported(file: Path) -> nn.Module:
+    if file.suffix == ".pt2":  # torch.export.save (TorchScript's successor)
+        return torch.export.load(os.fspath(file)).module()
+    return torch.jit.load(os.fspath(file), map_location="cpu").eval()
+
+
+class TorchScriptModule(FaceNetModule):
+    """A TorchScript / ``torch.export`` recogniser or face parser from a local file, with its pre-processing.
+
+    Args:
+        path: a ``.pt2`` (``torch.export.save``, exported with a dynamic batch dimension) or TorchScript
+            (``torch.jit.save``) file; never downloaded.
+        input_size: side the network expects (ArcFace 112, BiSeNet 512).
+        mean: per-channel mean of its input normalisation (ImageNet's by default, as DiffFace).
+        std: per-channel std.
+        output_size: resize a dense output (parser logits) back to the input's size.
+        normalize_output: L2-normalise a ``(B, D)`` output.
+
+    Raises:
+        FileNotFoundError: naming the path and the argument that takes it.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        input_size: int,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        output_size: bool = False,
+        normalize_output: bool = False,
+    ) -> None:
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise FileNotFoundError(
+                f"{file}: no TorchScript file (identity_model / face_parser take a local torch.jit.save export)"
+            )
+        super().__init__(_load_exported(file), input_size, mean, std, output_size, normalize_output)
+
+
+def _face_net_file(path: str | os.PathLike[str], argument: str) -> tuple[Path, str]:
+    """The file and how to read it: ``"exported"`` (.pt2 / TorchScript) or ``"state_dict"``."""
+    from ipmn_lightning.nets.face_weights import FaceWeightsError, is_torchscript_file
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"{argument}: no file at {file}")
+    if file.suffix == ".pt2" or is_torchscript_file(file):
+        return file, "exported"
+    if file.suffix.lower() in STATE_DICT_SUFFIXES:
+        return file, "state_dict"
+    raise FaceWeightsError(
+        f"{argument}: {file}: expected a state dict (.pth, .pt, .tar), a torch.export .pt2 or a TorchScript file"
+    )
+
+
+def load_identity_model(
+    path: str | os.PathLike[str], normalization: str = "auto", argument: str = "--generator.identity_model"
+) -> FaceNetModule:
+    """The ArcFace recogniser of a local file: 112 px in, ``(B, 512)`` unit-norm embeddings out.
+
+    Args:
+        path: a plain state dict (``.pth``/``.pt``/``.tar``) of InsightFace_Pytorch's IR-SE50
+            (``model_ir_se50.pth``) or of DiffFace's ``Arcface.tar`` ResNet (re-saved as a state dict), read
+            weights-only and strictly (:func:`~ipmn_lightning.nets.arcface.load_arcface`); or a ``.pt2`` /
+            TorchScript export.
+        normalization: ``"auto"`` (a state dict: its layout's, 0.5/0.5 for InsightFace_Pytorch, ImageNet's for
+            DiffFace's; an export: ImageNet's, as DiffFace feeds its ArcFace), ``"imagenet"`` or ``"half"``.
+        argument: the option that took ``path`` (named in errors).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ~ipmn_lightning.nets.face_weights.FaceWeightsError: a pickled model or a state dict of another network.
+    """
+    file, kind = _face_net_file(path, argument)
+    if normalization != "auto" and normalization not in ("imagenet", "half"):
+        raise ValueError(f"{argument} normalization must be auto, imagenet or half, got {normalization!r}")
+    if kind == "exported":
+        mean, std = NORMALIZATIONS["imagenet" if normalization == "auto" else normalization]
+        return TorchScriptModule(file, 112, mean, std, normalize_output=True)
+    from ipmn_lightning.nets.arcface import ARCFACE_NORMALIZATION, load_arcface
+
+    net, layout = load_arcface(file, argument)
+    mean, std = ARCFACE_NORMALIZATION[layout] if normalization == "auto" else NORMALIZATIONS[normalization]
+    return FaceNetModule(net, 112, mean, std, normalize_output=True)
+
+
+def load_face_parser(
+    path: str | os.PathLike[str], normalization: str = "imagenet", argument: str = "--generator.face_parser"
+) -> FaceNetModule:
+    """The BiSeNet face parser of a local file: 512 px in, ``(B, 19, H, W)`` logits at the input's size out.
+
+    Args:
+        path: a plain state dict (``.pth``/``.pt``/``.tar``) of face-parsing.PyTorch's ``BiSeNet(n_classes=19)``
+            (``79999_iter.pth``, DiffFace's ``FaceParser.pth``), read weights-only and strictly; or a ``.pt2`` /
+            TorchScript export.
+        normalization: ``"imagenet"`` (what the weights were trained with) or ``"diffface"`` (DiffFace's
+            ImageNet normalisation followed by its ``SpecificNorm``, to reproduce its masks exactly).
+        argument: the option that took ``path`` (named in errors).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ~ipmn_lightning.nets.face_weights.FaceWeightsError: a pickled model or a state dict of another network.
+    """
+    file, kind = _face_net_file(path, argument)
+    if normalization not in ("imagenet", "diffface"):
+        raise ValueError(f"{argument} normalization must be imagenet or diffface, got {normalization!r}")
+    mean, std = NORMALIZATIONS[normalization]
+    if kind == "exported":
+        return TorchScriptModule(file, 512, mean, std, output_size=True)
+    from ipmn_lightning.nets.bisenet import load_bisenet
+
+    return FaceNetModule(load_bisenet(file, argument), 512, mean, std, output_size=True)
 
 
 def _random_affine(x: Tensor, n: int, generator: torch.Generator) -> Tensor:
@@ -316,9 +459,13 @@ class DiffFaceMaskGenerator(MaskGenerator):
     Args:
         checkpoint: our ``.safetensors`` (``ipmn masks convert-diffface``), a DiffFaceModule ``.ckpt`` (its EMA
             weights) or DiffFace's ``Model.pt``.
-        identity_model: TorchScript ArcFace (112 px) for the identity guidance and, for DiffFace's checkpoint,
-            the conditioning; None: conditioning only (see the module docstring).
-        face_parser: TorchScript BiSeNet (512 px, 19 classes) for the parsing guidance and the mask.
+        identity_model: ArcFace (112 px) for the identity guidance and, for DiffFace's checkpoint, the
+            conditioning: a plain state dict (``.pth``/``.pt``/``.tar``: InsightFace_Pytorch's IR-SE50
+            ``model_ir_se50.pth``, or DiffFace's ``Arcface.tar`` re-saved as a state dict), or a ``.pt2`` /
+            TorchScript export (see :func:`load_identity_model`); None: conditioning only (see the module docstring).
+        face_parser: BiSeNet (512 px, 19 classes) for the parsing guidance and the mask: a state dict
+            (face-parsing.PyTorch's ``79999_iter.pth``, DiffFace's ``FaceParser.pth``) or an export
+            (see :func:`load_face_parser`).
         timestep_respacing: respaced steps.
         skip_timesteps: skipped noisy steps.
         masking_threshold: see :class:`DiffFaceSampler`.
@@ -328,6 +475,10 @@ class DiffFaceMaskGenerator(MaskGenerator):
         seed: base seed; each pair's noise is seeded from it and x_p's pixels, so reruns and shards agree.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         feather: landmark-mask feathering (fraction of the face width).
+        identity_normalization: ArcFace's input normalisation (``auto``: by the weights' layout; ``imagenet``;
+            ``half``: mean and std 0.5).
+        parser_normalization: BiSeNet's (``imagenet``, what it was trained with; ``diffface``: DiffFace's
+            ImageNet normalisation plus its extra ``(x - 0.5) / 0.5``).
     """
 
     name = "diffface"
@@ -346,10 +497,25 @@ class DiffFaceMaskGenerator(MaskGenerator):
         seed: int = 404,
         device: str = "auto",
         feather: float = 0.03,
+        identity_normalization: str = "auto",
+        parser_normalization: str = "imagenet",
     ) -> None:
         self.checkpoint = checkpoint
         self.identity_model_path = identity_model
         self.face_parser_path = face_parser
+        if identity_normalization not in ("auto", "imagenet", "half"):
+            raise ValueError(
+                f"--generator.identity_normalization must be auto, imagenet or half, got {identity_normalization!r}"
+            )
+        if parser_normalization not in ("imagenet", "diffface"):
+            raise ValueError(
+                f"--generator.parser_normalization must be imagenet or diffface, got {parser_normalization!r}"
+            )
+        for flag, file in (("identity_model", identity_model), ("face_parser", face_parser)):
+            if file and not Path(file).expanduser().is_file():
+                raise FileNotFoundError(f"--generator.{flag}: no file at {Path(file).expanduser()}")
+        self.identity_normalization = identity_normalization
+        self.parser_normalization = parser_normalization
         self.sampler_kwargs: dict[str, Any] = {
             "timestep_respacing": timestep_respacing,
             "skip_timesteps": skip_timesteps,
@@ -394,13 +560,13 @@ class DiffFaceMaskGenerator(MaskGenerator):
         net.to(device).requires_grad_(False)
         identity = parser = None
         if self.identity_model_path:
-            identity = TorchScriptModule(self.identity_model_path, 112, mean=(0.5,) * 3, std=(0.5,) * 3).to(device)
+            identity = load_identity_model(self.identity_model_path, self.identity_normalization).to(device)
         if self.face_parser_path:
-            parser = TorchScriptModule(self.face_parser_path, 512, output_size=True).to(device)
+            parser = load_face_parser(self.face_parser_path, self.parser_normalization).to(device)
         if encoder == "arcface" and identity is None:
             raise ValueError(
                 f"{self.checkpoint} is conditioned on ArcFace embeddings: pass --generator.identity_model "
-                "with a TorchScript ArcFace (DiffFace's Arcface.tar exported once with torch.jit)"
+                "with ArcFace's weights (model_ir_se50.pth, or DiffFace's Arcface.tar re-saved as a state dict)"
             )
         sampler = DiffFaceSampler(net, identity_model=identity, face_parser=parser, **self.sampler_kwargs)
         self._state = {"net": net, "encoder": encoder, "identity": identity, "parser": parser, "sampler": sampler}

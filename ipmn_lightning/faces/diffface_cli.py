@@ -76,16 +76,40 @@ def diffface_generate(
     identity_sample: int,
     progress: bool,
     options: dict[str, Any] | None,
+    workers: int = 1,
+    shard: str = "0/1",
 ) -> int:
     """``ipmn masks generate --generator diffface``: a Lightning predict over the store's shards.
 
     ``options`` are the ``--generator.*`` flags: :class:`~ipmn_lightning.faces.diffface.DiffFaceMaskGenerator`'s
     arguments (``checkpoint`` is required) plus Lightning's ``accelerator``, ``devices``, ``num_nodes`` and
     ``strategy`` (e.g. ``--generator.devices 2 --generator.strategy ddp``).
+
+    ``--workers`` and ``--shard`` belong to the CPU generators and are refused here rather than ignored: the
+    Lightning predict already runs one process per device, each holding the UNet and backpropagating through it
+    for the guidance, and shards the rows by rank (more processes: ``--generator.devices N`` with
+    ``--generator.strategy ddp``, on CPUs with ``--generator.accelerator cpu``; more machines:
+    ``--generator.num_nodes``).
     """
     from ipmn_lightning.faces.diffface import DiffFaceMaskGenerator, generate_masks_lightning, tool_options
     from ipmn_lightning.faces.diffface_weights import DiffFaceWeightsError
 
+    more = "--generator.devices N --generator.strategy ddp (CPU processes: add --generator.accelerator cpu)"
+    if workers != 1:
+        print(
+            f"error: --workers {workers} does not apply to --generator diffface: it runs as a Lightning predict with "
+            f"one process per device (each holds the UNet and backpropagates through it); for more processes "
+            f"pass {more}",
+            file=sys.stderr,
+        )
+        return 1
+    if shard not in ("0/1", ""):
+        print(
+            f"error: --shard {shard} does not apply to --generator diffface: the Lightning predict shards the rows "
+            f"by rank; for more processes pass {more}, for more machines --generator.num_nodes (docs/scaling.md)",
+            file=sys.stderr,
+        )
+        return 1
     gen_opts, trainer_opts = tool_options(options)
     if "checkpoint" not in gen_opts:
         print(

@@ -101,6 +101,7 @@ class IPMNModule(pl.LightningModule):
         """
         if self.trainer is None or self.trainer.sanity_checking:
             return
+        rows = [r for r in rows if r.dim() == 4]  # an R of the HiDDeN baseline gives (B, L) messages, not images
         cols = min(max_images, rows[0].shape[0])
         images = torch.cat([r[:cols].detach().float().clamp(0, 1).cpu() for r in rows])
         grid = make_grid(images, nrow=cols, padding=2, pad_value=1.0)

@@ -282,8 +282,17 @@ class DiffFaceModule(IPMNModule):
         self.log_dict({"train/mse": terms["mse"], "train/vb": terms["vb"]}, batch_size=b)
         return terms["loss"]
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """EMA update after each optimizer step."""
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The optimizer step, then the EMA update.
+
+        Lightning calls this once per optimizer step, not per batch, so under ``accumulate_grad_batches: k`` the
+        EMA moves once every k batches, with the decay schedule counted in optimizer steps.
+        """
+        super().optimizer_step(*args, **kwargs)
+        self.update_ema()
+
+    def update_ema(self) -> None:
+        """Move the EMA weights towards the network's (ADM's schedule: ``min(decay, (1 + n) / (10 + n))``)."""
         self._ema_updates += 1
         n = self._ema_updates
         decay = min(self.hparams.ema_decay, (1 + n) / (10 + n))

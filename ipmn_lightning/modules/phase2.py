@@ -13,7 +13,16 @@ from ..losses import privacy_loss
 from ..metrics import ImagePairMetrics, quantize_8bit
 from ..nets.embedder import WatermarkEmbedder
 from ..nets.inn import InvertibleMaskNet
-from ..phases import PHASE2, build, check_image_size, load_phase1, load_submodule
+from ..phases import (
+    PHASE2,
+    WatermarkPosition,
+    build,
+    check_image_size,
+    load_phase1,
+    load_submodule,
+    put_on_mask,
+    watermark_shape,
+)
 from .base import IPMNModule, freeze
 
 PAIRS = {
@@ -32,7 +41,10 @@ SKIP_REASONS = ("", "spike", "nonfinite_grad", "nonfinite")
 class InvertibleMaskModule(IPMNModule):
     """Phase 2: train the putting-on/putting-off mask network (eqs. 3-8) on ℓ_fp (eqs. 19-22).
 
-    The frozen phase-1 embedder H computes x_wm = H(x_m, w) on the fly; only the INN is optimised.
+    The frozen phase-1 embedder H computes x_wm = H(x_m, w) on the fly; only the INN is optimised. Two variants
+    of the paper's experiments train through the same module (``watermark_position``): IMN (Table 7, no
+    watermark: the INN hides x_p in x_m itself) and the watermark embedded into the masked face after the INN
+    (Tables 5-6: x_wmf = H(x_mf, w), recovered by the INN from x_wmf; H stays frozen and the INN learns through it).
 
     Args:
         image_size: side of the square images (linked from the data module).
@@ -61,6 +73,9 @@ class InvertibleMaskModule(IPMNModule):
             to its loss: a rise that lasts is the loss's new level, not a bad batch.
         lpips_net: LPIPS backbone for validation/test, used only when its weights are in the torch hub cache.
         eval_seed: seed of the Gaussian z drawn for validation/test recovery.
+        watermark_position: ``mask`` (IPMN: x_wm = H(x_m, w) is the INN's host), ``masked_face`` (the ablation of
+            Tables 5-6: H(x_mf, w) after the INN) or ``none`` (IMN: the host is x_m, no watermark). In the metrics
+            ``watermarked_mask`` is then the host the INN saw (x_m for both variants).
     """
 
     phase = PHASE2
@@ -90,6 +105,7 @@ class InvertibleMaskModule(IPMNModule):
         spike_patience: int = 10,
         lpips_net: Literal["alex", "vgg", "squeeze"] | None = "alex",
         eval_seed: int = 0,
+        watermark_position: WatermarkPosition = "mask",
     ) -> None:
         super().__init__(image_size)
         self.save_hyperparameters(ignore=["phase1_ckpt"])
@@ -111,8 +127,7 @@ class InvertibleMaskModule(IPMNModule):
         """Create the frozen H and the watermark buffer from the recorded phase-1 architecture."""
         super().build_frozen(config)
         self.embedder = freeze(build("embedder", config["embedder"]))
-        size = config["embedder"]["image_size"]
-        self.register_buffer("watermark", torch.zeros(3, size, size))
+        self.register_buffer("watermark", torch.zeros(watermark_shape(config["embedder"])))
 
     def load_frozen(self) -> None:
         """Load H and w from ``phase1_ckpt``."""
@@ -129,15 +144,20 @@ class InvertibleMaskModule(IPMNModule):
 
     # ------------------------------------------------------------------ model
     def watermark_mask(self, mask: Tensor) -> Tensor:
-        """x_wm = H(x_m, w) with the frozen phase-1 H, (B, 3, H, W) in [0, 1]."""
+        """The INN's host, (B, 3, H, W) in [0, 1]: x_wm = H(x_m, w) with the frozen phase-1 H.
+
+        x_m itself when the watermark goes elsewhere (``watermark_position`` ``masked_face`` or ``none``).
+        """
         if self.embedder is None:
             raise RuntimeError("the phase-1 embedder is not loaded; set phase1_ckpt or load a phase-2 checkpoint")
+        if self.hparams.watermark_position != "mask":
+            return mask
         with torch.no_grad():
             return self.embedder(mask, self.watermark)
 
     def forward(self, protected: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Sender side: (x_wmf, M) = f(x_p, H(x_m, w)) (eqs. 2 and 5)."""
-        return self.inn.put_on(protected, self.watermark_mask(mask))
+        """Sender side: (x_wmf, M) = f(x_p, H(x_m, w)) (eqs. 2 and 5), or the variant's black box."""
+        return put_on_mask(self.inn, self.embedder, self.watermark, protected, mask, self.hparams.watermark_position)
 
     def run_inn(self, protected: Tensor, watermarked_mask: Tensor, z: Tensor | None = None) -> dict[str, Tensor]:
         """Put on and take off in the wavelet domain (HiNet: no IWT→DWT round trip of x_wmf).
@@ -148,11 +168,16 @@ class InvertibleMaskModule(IPMNModule):
         inn = self.inn
         host = inn.dwt(watermarked_mask)
         host_out, lost = inn.forward_wavelet(host, inn.dwt(protected))
+        masked_face = inn.iwt(host_out)
+        if self.hparams.watermark_position == "masked_face":
+            # the ablation: w goes into the INN's output; the receiver's INN must undo H's change as well
+            masked_face = self.embedder(masked_face, self.watermark)
+            host_out = inn.dwt(masked_face)
         if z is None:
             z = torch.randn_like(lost)
         host_rec, hidden_rec = inn.inverse_wavelet(host_out, z)
         return {
-            "masked_face": inn.iwt(host_out),
+            "masked_face": masked_face,
             "recovered_face": inn.iwt(hidden_rec),
             "recovered_mask": inn.iwt(host_rec),
             "masked_face_ll": host_out[:, :3],
@@ -283,7 +308,7 @@ class InvertibleMaskModule(IPMNModule):
         protected = batch["protected"]
         watermarked_mask = self.watermark_mask(batch["mask"])
         generator = torch.Generator(device=protected.device).manual_seed(self.hparams.eval_seed + batch_idx)
-        masked_face, lost = self.inn.put_on(protected, watermarked_mask)
+        masked_face, lost = self(protected, batch["mask"])
         z = torch.randn(lost.shape, generator=generator, device=lost.device, dtype=lost.dtype)
         recovered_face, recovered_mask = self.inn.put_off(masked_face, z=z)
         quantized = quantize_8bit(masked_face)

@@ -21,6 +21,8 @@ from ..phases import (
     load_phase2,
     load_stealer,
     load_submodule,
+    put_on_mask,
+    watermark_shape,
 )
 from .base import IPMNModule, freeze
 
@@ -98,11 +100,12 @@ class ExtractorEnhanceModule(IPMNModule):
         self.embedder = freeze(build("embedder", config["embedder"]))
         self.inn = freeze(build("inn", config["inn"]))
         self.stealers = nn.ModuleList([freeze(build("stealer", c)) for c in config["stealers"]])
+        self.position = config.get("position", "mask")  # where phase 2 put the watermark (phases.put_on_mask)
         self.stealer_names = unique_names([c["name"] for c in config["stealers"]])
-        size = config["embedder"]["image_size"]
-        self.register_buffer("watermark", torch.zeros(3, size, size))
+        shape = watermark_shape(config["embedder"])  # (3, size, size), or (L,) for the HiDDeN baseline
+        self.register_buffer("watermark", torch.zeros(shape))
         # phase 1's x_clean (its ``blank_value``); ones until ``load_frozen`` copies it, or the state dict restores it
-        self.register_buffer("blank", torch.ones(3, size, size))
+        self.register_buffer("blank", torch.ones(shape))
         watermarked = ["masked_face", "recovered_mask", *(["stolen"] if self.stealer_names else [])]
         watermarked += [f"stolen_{n}" for n in self.stealer_names] if len(self.stealer_names) > 1 else []
         self.val_metrics = SourceExtractionMetrics(watermarked, list(CLEAN_SOURCES), prefix="val/")
@@ -147,7 +150,7 @@ class ExtractorEnhanceModule(IPMNModule):
     def sources(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Every image source of eqs. 24-25 for a batch, each (B, 3, H, W) in [0, 1] (8-bit when ``quantize``)."""
         protected, mask = batch["protected"], batch["mask"]
-        masked_face, lost = self.inn.put_on(protected, self.embedder(mask, self.watermark))
+        masked_face, lost = put_on_mask(self.inn, self.embedder, self.watermark, protected, mask, self.position)
         masked_face = quantize_8bit(masked_face) if self.hparams.quantize else masked_face.clamp(0, 1)
         z = torch.randn(lost.shape, generator=generator, device=lost.device, dtype=lost.dtype)
         recovered_face, recovered_mask = self.inn.put_off(masked_face, z=z)

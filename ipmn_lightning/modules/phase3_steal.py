@@ -12,7 +12,16 @@ from torchmetrics.image import PeakSignalNoiseRatio
 
 from ..metrics import ExtractionSuccessRate, NormalizedCorrelation, quantize_8bit
 from ..nets.stealing import build_stealer
-from ..phases import PHASE3_STEAL, build, check_image_size, load_phase1, load_phase2, load_submodule
+from ..phases import (
+    PHASE3_STEAL,
+    build,
+    check_image_size,
+    load_phase1,
+    load_phase2,
+    load_submodule,
+    put_on_mask,
+    watermark_shape,
+)
 from .base import IPMNModule, freeze
 
 
@@ -70,8 +79,8 @@ class StealingAttackModule(IPMNModule):
         self.embedder = freeze(build("embedder", config["embedder"]))
         self.inn = freeze(build("inn", config["inn"]))
         self.extractor = freeze(build("extractor", config["extractor"]))
-        size = config["embedder"]["image_size"]
-        self.register_buffer("watermark", torch.zeros(3, size, size))
+        self.position = config.get("position", "mask")  # where phase 2 put the watermark (phases.put_on_mask)
+        self.register_buffer("watermark", torch.zeros(watermark_shape(config["embedder"])))
 
     def load_frozen(self) -> None:
         """Load the black box from ``phase2_ckpt`` and R from ``phase1_ckpt``."""
@@ -93,7 +102,7 @@ class StealingAttackModule(IPMNModule):
     @torch.no_grad()
     def query_black_box(self, protected: Tensor, mask: Tensor) -> Tensor:
         """The service's answer x_wmf to a query, (B, 3, H, W) in [0, 1] (8-bit when ``quantize_queries``)."""
-        masked_face, _ = self.inn.put_on(protected, self.embedder(mask, self.watermark))
+        masked_face, _ = put_on_mask(self.inn, self.embedder, self.watermark, protected, mask, self.position)
         return quantize_8bit(masked_face) if self.hparams.quantize_queries else masked_face.clamp(0, 1)
 
     def forward(self, protected: Tensor, replacement: Tensor) -> Tensor:

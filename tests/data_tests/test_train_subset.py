@@ -82,3 +82,20 @@ def test_training_batches_come_from_the_subset():
 def test_bad_values_name_the_argument(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make(**kwargs)
+
+
+def test_owner_and_attacker_parts_are_disjoint_and_cover_the_training_split():
+    owner = train_indices(make(train_part="owner", attacker_fraction=0.25))
+    attacker = train_indices(make(train_part="attacker", attacker_fraction=0.25))
+    assert len(owner) == 30 and len(attacker) == 10
+    assert not set(owner) & set(attacker) and sorted(owner + attacker) == list(range(40))
+    # the limit reduces each part inside it: the attacker never sees an owner image
+    limited = train_indices(make(train_part="owner", attacker_fraction=0.25, train_limit=12))
+    assert len(limited) == 12 and set(limited) <= set(owner)
+    assert train_indices(make(train_part="attacker", attacker_fraction=0.25, train_fraction=0.5)) != attacker
+    assert set(train_indices(make(train_part="attacker", attacker_fraction=0.25, train_fraction=0.5))) <= set(attacker)
+
+
+def test_attacker_fraction_is_checked():
+    with pytest.raises(ValueError, match="attacker_fraction"):
+        make(train_part="attacker", attacker_fraction=1.0)

@@ -47,3 +47,19 @@ def test_generate_diffface_errors_name_the_flag(tmp_path, capsys):
     assert "--generator.checkpoint" in capsys.readouterr().err
     assert main([*base, "--generator.checkpoint", str(tmp_path / "none.ckpt")]) == 1
     assert "none.ckpt" in capsys.readouterr().err
+
+
+def test_generate_diffface_refuses_workers_and_shard_instead_of_ignoring_them(tmp_path, capsys):
+    pytest.importorskip("cv2")
+    root = tmp_path / "faces"
+    face_folder(root, size=32, per_split=(2, 2, 2))
+    ckpt = tmp_path / "tiny.safetensors"
+    base = ["masks", "generate", "--root", str(root), "--source", "folder", "--generator", "diffface",
+            "--generator.checkpoint", str(ckpt)]  # fmt: skip
+    assert main([*base, "--workers", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "--workers 2" in err and "--generator.devices" in err and "Lightning predict" in err
+    assert main([*base, "--shard", "1/2"]) == 1
+    err = capsys.readouterr().err
+    assert "--shard 1/2" in err and "--generator.num_nodes" in err
+    assert not (root / "masks_store").exists()  # refused before anything was written

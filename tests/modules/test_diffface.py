@@ -97,6 +97,39 @@ def test_identity_encoder_none_needs_no_faces_extra(tmp_path):
     assert torch.equal(model.identities(batch, "train"), torch.zeros(2, 3))
 
 
+def test_ema_moves_once_per_optimizer_step_under_gradient_accumulation(tmp_path):
+    root = tmp_path / "faces"
+    face_folder(root, size=32, per_split=(8, 2, 2))
+    dm = FaceSwapDataModule(
+        source="folder", root=str(root), faces_only=True, image_size=16, batch_size=2, num_workers=0
+    )
+    model = DiffFaceModule(image_size=16, id_dim=3, identity_encoder="none", **{**TINY, "sample_steps": 0})
+    ema_before = [p.detach().clone() for p in model.ema.parameters()]
+
+    class Batches(pl.Callback):
+        seen = 0
+
+        def on_train_batch_end(self, *args) -> None:
+            Batches.seen += 1
+
+    trainer = pl.Trainer(
+        max_steps=2,
+        accumulate_grad_batches=2,
+        accelerator="cpu",
+        devices=1,
+        default_root_dir=str(tmp_path / "run"),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+        limit_val_batches=0,
+        callbacks=[Batches()],
+    )
+    trainer.fit(model, dm)
+    assert trainer.global_step == 2 and Batches.seen == 4  # two batches per optimizer step
+    assert model._ema_updates == trainer.global_step  # once per optimizer step, not per batch
+    assert any(not torch.equal(a, b) for a, b in zip(ema_before, model.ema.parameters()))
+
+
 def test_hybrid_loss_terms():
     d = GaussianDiffusion.linear(1000)
     g = torch.Generator().manual_seed(0)
