@@ -65,18 +65,21 @@ def _md(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def attempt_phases(steal_config: str, enhance_config: str) -> list[dict[str, Any]]:
-    """Two more ways to reach unseen stealers (``--attempts``), appended to the ``ipmn`` run.
+    """Three more ways to reach unseen stealers (``--attempts``), appended to the ``ipmn`` run.
 
     - ``enhance_diverse``: R enhanced on two architectures (UNet and Res9), CNet and Res16 still unseen;
     - ``enhance_weak``: R enhanced on UNet and a second, under-trained UNet (one epoch, ``steal_unet_weak``): a weak
       imitator of the architecture the owner knows, standing in for the weaker stealers it cannot know; CNet, Res9
-      and Res16 stay unseen, as for the default R.
+      and Res16 stay unseen, as for the default R;
+    - ``enhance_degraded``: R enhanced on UNet alone, its x_sm degraded in training like a weaker imitator's output
+      (``degrade_stolen``: blur or a resize round trip): augmentation instead of more stealers.
     """
     return [
         {"name": "steal_unet_weak", "config": steal_config, "held_out": True,
          "args": ["--model.init_args.stealer=unet", "--trainer.max_epochs=1"]},
         {"name": "enhance_diverse", "config": enhance_config, "stealers": ["steal_unet", "steal_res9"]},
         {"name": "enhance_weak", "config": enhance_config, "stealers": ["steal_unet", "steal_unet_weak"]},
+        {"name": "enhance_degraded", "config": enhance_config, "args": ["--model.init_args.degrade_stolen=true"]},
     ]  # fmt: skip
 
 

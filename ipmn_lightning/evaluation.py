@@ -285,6 +285,8 @@ def _markdown(report: dict[str, Any]) -> str:
         "LPIPS is reported only when its backbone weights are in the torch hub cache.", "",
         *_md("Table 3: NC / SR_E per source (paper: NC 0.99, SR_E 100% on each)",
              ["extractor", *(f"{k} {WATERMARKED[s]}" for s in sources for k in ("NC", "SR_E"))], t3),
+        *(["x_sm: the outputs of every stealer of Table 10 together, seen and unseen.", ""]
+          if len(report["table10"]) > 1 else []),
         *_md("Table 4: SR_E of the initial and the enhanced R (paper: 0% → 100%)",
              ["extractor", *(WATERMARKED[s] for s in sources), "paper"], t4),
         *_md("Table 10: SR_E against each stealing model", ["stealer", *per_r, "paper"],

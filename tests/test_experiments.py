@@ -138,3 +138,31 @@ def test_evaluate_marks_explicit_held_out_stealers_unseen(checkpoints, tmp_path)
     )  # fmt: skip
     assert report["table10_seen"]["enhanced"] == {"cnet": False}
     assert "(unseen)" in (tmp_path / "eval" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("degrade", [False, True])
+def test_degrade_stolen_changes_only_the_stolen_sources_in_training(checkpoints, degrade):
+    import random
+
+    from helpers import SIZE, tiny_data
+
+    from ipmn_lightning.modules import ExtractorEnhanceModule
+
+    module = ExtractorEnhanceModule(
+        image_size=SIZE, phase1_ckpt=str(checkpoints["phase1"]), phase2_ckpt=str(checkpoints["phase2"]),
+        stealer_ckpt=[str(checkpoints["stealer"])], degrade_stolen=degrade,
+    )  # fmt: skip
+    module.load_frozen()
+    data = tiny_data(batch_size=8)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    seen = {}
+    module._extract_all = lambda sources, distort=False: seen.update(sources) or {k: v for k, v in sources.items()}
+    random.seed(0)
+    torch.manual_seed(0)
+    module.training_step(batch, 0)
+    torch.manual_seed(0)  # the same z for x'_p and x'_wm
+    plain = module.sources(batch)
+    for name, image in plain.items():
+        changed = not torch.equal(seen[name], image)
+        assert changed == (degrade and name.startswith("stolen_")), name

@@ -56,6 +56,10 @@ class ExtractorEnhanceModule(IPMNModule):
             :class:`~ipmn_lightning.distortions.RandomDistortion`). Not in the paper.
         robust_p_clean: share of training images left undistorted (only 8-bit rounding) when robust.
         robust_jpeg_qualities: JPEG qualities drawn from when robust.
+        degrade_stolen: in training, give R each x_sm with probability 0.5 degraded like the output of a weaker
+            imitator (a 7x7 Gaussian blur with σ in [0.5, 1.5] or a resize round trip through 40-80% of the side)
+            before the rest: a way to reach stealers R never saw (``benchmarks/experiments.py --attempts``). Not in
+            the paper.
     """
 
     phase = PHASE3_ENHANCE
@@ -80,6 +84,7 @@ class ExtractorEnhanceModule(IPMNModule):
         robust_extraction: bool = False,
         robust_p_clean: float = 0.25,
         robust_jpeg_qualities: tuple[int, ...] = (50, 65, 75, 90),
+        degrade_stolen: bool = False,
     ) -> None:
         super().__init__(image_size)
         self.save_hyperparameters(ignore=["phase1_ckpt", "phase2_ckpt", "stealer_ckpt"])
@@ -92,6 +97,11 @@ class ExtractorEnhanceModule(IPMNModule):
         self.distortion: RandomDistortion | None = None
         if robust_extraction:
             self.distortion = RandomDistortion(p_clean=robust_p_clean, jpeg_qualities=tuple(robust_jpeg_qualities))
+        self.stolen_degradation: RandomDistortion | None = None
+        if degrade_stolen:
+            self.stolen_degradation = RandomDistortion(
+                p_clean=0.5, kinds=("blur", "resize"), blur_sigma=(0.5, 1.5), resize_scale=(0.4, 0.8)
+            )
 
     # ------------------------------------------------------- frozen networks
     def build_frozen(self, config: dict[str, Any]) -> None:
@@ -177,7 +187,11 @@ class ExtractorEnhanceModule(IPMNModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """ℓ'_wext on the mixed batch (eqs. 23-26)."""
-        extracted = self._extract_all(self.sources(batch), distort=True)
+        sources = self.sources(batch)
+        if self.stolen_degradation is not None:
+            for name in [k for k in sources if k.startswith("stolen_")]:
+                sources[name] = self.stolen_degradation(sources[name])
+        extracted = self._extract_all(sources, distort=True)
         watermarked = [v for k, v in extracted.items() if k not in CLEAN_SOURCES]
         clean = [extracted[k] for k in CLEAN_SOURCES]
         hp = self.hparams
