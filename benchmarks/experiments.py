@@ -111,8 +111,16 @@ def _quality(report: dict[str, Any], pair: str) -> tuple[float | None, float | N
 
 
 def _sr_e(report: dict[str, Any], extractor: str) -> tuple[float | None, ...]:
+    """SR_E on x_wmf, x'_wm and x_sm; with several stealers x_sm is the first one R was enhanced on (the paper's
+    single-stealer protocol; the phase-1 R: the first stealer), not the mix of seen and unseen ones."""
     rows = report["table3"].get(extractor) or {}
-    return tuple((rows.get(s) or {}).get("sr_e") for s in SOURCES)
+    values = [(rows.get(s) or {}).get("sr_e") for s in SOURCES]
+    table10 = report.get("table10") or {}
+    if len(table10) > 1:
+        seen = (report.get("table10_seen") or {}).get(extractor) or {}
+        stealer = next((name for name in table10 if seen.get(name)), next(iter(table10)))
+        values[2] = table10[stealer].get(extractor, {}).get("sr_e")
+    return tuple(values)
 
 
 def build_report(reports: dict[str, dict[str, Any]], times: dict[str, float]) -> tuple[str, dict[str, Any]]:
@@ -149,6 +157,7 @@ def build_report(reports: dict[str, dict[str, Any]], times: dict[str, float]) ->
     tables["table6"] = {"On x_m": _sr_e(ipmn, ours_r) if ipmn else None,
                         "On x_mf": _sr_e(position, pos_r) if position else None}  # fmt: skip
     lines += _md("Table 6: watermark position, SR_E (x'_wm: the recovered mask, x'_um for On x_mf)", sheader, t6)
+    lines += ["x_sm in Tables 6 and 9: the stealer R was enhanced on (UNet); Table 10 has the others.", ""]
 
     imn = reports.get("imn")
     t7, tables["table7"] = [], {}

@@ -152,6 +152,7 @@ def run_in_own_group(args: list[str], cwd: Path, env: dict[str, str], timeout: i
 
 TINY_CLI_PHASE1 = [
     "--data.source=synthetic", f"--data.image_size={SIZE}", "--data.batch_size=2", "--data.num_workers=0",
+    "--data.train_part=all",  # every one of the 8 faces: the step count below is 2 batches per rank
     "--data.synthetic_sizes=[8,4,4]", "--model.init_args.ngf=4", "--model.init_args.extractor_channels=8",
     "--model.init_args.extractor_dilations=[1,2]", "--model.init_args.discriminator_widths=[4,8,8,8]",
     "--model.init_args.lambda_vgg=0", "--model.init_args.vgg_weights=null", "--trainer.max_epochs=1",

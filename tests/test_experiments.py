@@ -98,8 +98,12 @@ def test_experiments_benchmark_report_from_run_reports(held_out_run):
         assert f"## {table}" in markdown
     assert tables["table10"]["cnet"]["enhanced"]["seen"] is False
     assert tables["table10"]["cnet"]["enhanced:enhance_all"]["seen"] is True
-    assert tables["table6"]["On x_m"] == tuple(report["table3"]["enhanced"][s]["sr_e"] for s in module.SOURCES)
+    wmf, rec = (report["table3"]["enhanced"][s]["sr_e"] for s in ("masked_face", "recovered_mask"))
+    # x_sm: the stealer the enhanced R saw (unet), not the mix with the held-out cnet
+    assert tables["table6"]["On x_m"] == (wmf, rec, report["table10"]["unet"]["enhanced"]["sr_e"])
     assert tables["table9"]["HiDDeN"] is None and "total 1.5 min" in markdown
+    report["table10"]["unet"]["enhanced"]["sr_e"], report["table3"]["enhanced"]["stolen"]["sr_e"] = 0.5, 0.1
+    assert module.build_report({"ipmn": report}, {})[1]["table6"]["On x_m"][2] == 0.5
 
 
 def test_hidden_baseline_runs_through_the_pipeline_and_lands_in_the_report(tmp_path):
