@@ -79,7 +79,8 @@ def attempt_phases(steal_config: str, enhance_config: str) -> list[dict[str, Any
          "args": ["--model.init_args.stealer=unet", "--trainer.max_epochs=1"]},
         {"name": "enhance_diverse", "config": enhance_config, "stealers": ["steal_unet", "steal_res9"]},
         {"name": "enhance_weak", "config": enhance_config, "stealers": ["steal_unet", "steal_unet_weak"]},
-        {"name": "enhance_degraded", "config": enhance_config, "args": ["--model.init_args.degrade_stolen=true"]},
+        {"name": "enhance_degraded", "config": enhance_config, "stealers": ["steal_unet"],
+         "args": ["--model.init_args.degrade_stolen=true"]},
     ]  # fmt: skip
 
 
