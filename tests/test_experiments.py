@@ -101,7 +101,7 @@ def test_experiments_benchmark_report_from_run_reports(held_out_run):
     wmf, rec = (report["table3"]["enhanced"][s]["sr_e"] for s in ("masked_face", "recovered_mask"))
     # x_sm: the stealer the enhanced R saw (unet), not the mix with the held-out cnet
     assert tables["table6"]["On x_m"] == (wmf, rec, report["table10"]["unet"]["enhanced"]["sr_e"])
-    assert tables["table9"]["HiDDeN"] is None and "total 1.5 min" in markdown
+    assert tables["table9"]["HiDDeN"] is None and "1.5 min in all" in markdown
     report["table10"]["unet"]["enhanced"]["sr_e"], report["table3"]["enhanced"]["stolen"]["sr_e"] = 0.5, 0.1
     assert module.build_report({"ipmn": report}, {})[1]["table6"]["On x_m"][2] == 0.5
 
