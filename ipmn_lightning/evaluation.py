@@ -85,11 +85,12 @@ def _run_checkpoints(run: str) -> tuple[dict[str, Any], dict[str, Any]]:
     if main:
         checkpoints["enhance_ckpt"] = main[-1]["checkpoint"]
 
+    held_out = {p["name"] for p in finished if p["kind"] == PHASE3_STEAL and p.get("held_out")}
+
     def unseen(record: dict[str, Any] | None) -> list[str]:
-        if record is None or record.get("stealers") is None:  # runs before held-out stealers: all were seen
-            return [path for name, path in stealers.items() if any(p["name"] == name and p.get("held_out")
-                                                                  for p in finished)]  # fmt: skip
-        return [path for name, path in stealers.items() if name not in record["stealers"]]
+        # an enhancement recorded before named stealers existed saw every stealer that was not held out
+        seen = record.get("stealers") if record is not None else None
+        return [path for name, path in stealers.items() if (name in held_out if seen is None else name not in seen)]
 
     checkpoints["held_out"] = unseen(main[-1] if main else None)
     checkpoints["enhance_variants"] = {

@@ -266,7 +266,24 @@ def _masked_blur(image: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndar
     return num / np.maximum(den, 1e-6)
 
 
-class LandmarkMaskGenerator(MaskGenerator):
+class _DlibLandmarksGenerator(MaskGenerator):
+    """A generator that finds faces with a :class:`FaceAnalyzer` (dlib's by default, built on first use)."""
+
+    analyzer: FaceAnalyzer | None = None
+
+    def _analyzer(self) -> FaceAnalyzer:
+        if self.analyzer is None:
+            from ipmn_lightning.faces.analysis import DlibFaceAnalyzer
+
+            self.analyzer = DlibFaceAnalyzer()
+        return self.analyzer
+
+    def landmarks(self, image: np.ndarray) -> np.ndarray | None:
+        """See :meth:`MaskGenerator.landmarks`."""
+        return self._analyzer().landmarks(image)
+
+
+class LandmarkMaskGenerator(_DlibLandmarksGenerator):
     """The ``landmark`` face swap (see the module docstring).
 
     Deterministic; CPU; a few milliseconds per pair at 128 px once the landmarks are known.
@@ -305,17 +322,6 @@ class LandmarkMaskGenerator(MaskGenerator):
         self.color = color
         self.color_sigma = float(color_sigma)
         self.analyzer = analyzer
-
-    def _analyzer(self) -> FaceAnalyzer:
-        if self.analyzer is None:
-            from ipmn_lightning.faces.analysis import DlibFaceAnalyzer
-
-            self.analyzer = DlibFaceAnalyzer()
-        return self.analyzer
-
-    def landmarks(self, image: np.ndarray) -> np.ndarray | None:
-        """See :meth:`MaskGenerator.landmarks`."""
-        return self._analyzer().landmarks(image)
 
     def generate(
         self,
@@ -500,7 +506,7 @@ def mosaic(
     return pixelate(image, region, mosaic_block_size(landmarks, block, block_px))
 
 
-class MosaicMaskGenerator(MaskGenerator):
+class MosaicMaskGenerator(_DlibLandmarksGenerator):
     """The ``mosaic`` baseline (You et al.): x_m = :func:`mosaic` (x_p); the replacement face is ignored.
 
     Deterministic; CPU. It fills a mask store like any generator (``ipmn masks generate --generator
@@ -531,17 +537,6 @@ class MosaicMaskGenerator(MaskGenerator):
         self.block_px = block_px
         self.dilate = float(dilate)
         self.analyzer = analyzer
-
-    def _analyzer(self) -> FaceAnalyzer:
-        if self.analyzer is None:
-            from ipmn_lightning.faces.analysis import DlibFaceAnalyzer
-
-            self.analyzer = DlibFaceAnalyzer()
-        return self.analyzer
-
-    def landmarks(self, image: np.ndarray) -> np.ndarray | None:
-        """See :meth:`MaskGenerator.landmarks`."""
-        return self._analyzer().landmarks(image)
 
     def generate(
         self,
