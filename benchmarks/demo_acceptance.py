@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from ipmn_lightning.data.datamodule import FaceSwapDataModule
+from ipmn_lightning.core.files import atomic_write_text
+from ipmn_lightning.datamodules.face_swap import FaceSwapDataModule
 from ipmn_lightning.modules import InvertibleMaskModule, WatermarkPretrainModule
-from ipmn_lightning.pipeline import load_manifest, run_pipeline
-from ipmn_lightning.utils import atomic_write_text
+from ipmn_lightning.workflows.pipeline import load_manifest, run_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 

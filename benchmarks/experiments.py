@@ -31,9 +31,9 @@ from typing import Any
 
 import yaml
 
-from ipmn_lightning.evaluation import PAPER as PAPER_REPORT
-from ipmn_lightning.pipeline import PhaseSpec, pipeline
-from ipmn_lightning.utils import atomic_write_text
+from ipmn_lightning.core.files import atomic_write_text
+from ipmn_lightning.workflows.evaluation import PAPER as PAPER_REPORT
+from ipmn_lightning.workflows.pipeline import PhaseSpec, pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = ("ipmn", "imn", "position", "hidden")

@@ -208,7 +208,7 @@ def section_bf16_run(cfg: speed.BenchConfig, budget: speed.Budget, steps: int, l
     """A short phase-2 run of the real module under a Trainer in bf16-mixed and in fp32: loss curves, NaNs."""
     import pytorch_lightning as pl
 
-    from ipmn_lightning.data.datamodule import FaceSwapDataModule
+    from ipmn_lightning.datamodules.face_swap import FaceSwapDataModule
 
     b = min(8, cfg.batches["phase2"])
     out: dict[str, Any] = {"steps": steps, "batch": b, "image_size": cfg.image_size, "lr": lr, "runs": {}}

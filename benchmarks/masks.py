@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ipmn_lightning.core.files import atomic_save_image, atomic_write_text
 from ipmn_lightning.data.images import load_image
 from ipmn_lightning.data.mask_store import read_pairs
-from ipmn_lightning.faces.generate import generate_masks
+from ipmn_lightning.faces.generators import LandmarkMaskGenerator, face_region
 from ipmn_lightning.faces.privacy import table11_attacks
-from ipmn_lightning.faces.swap import LandmarkMaskGenerator, face_region
-from ipmn_lightning.utils import atomic_save_image, atomic_write_text
+from ipmn_lightning.workflows.masks import generate_masks
 
 _W: dict = {}
 

@@ -2,7 +2,7 @@
 
 For the first ``--count`` faces of the folder's test split (``folder_splits``, sorted), at each
 ``--sizes`` (centre crop, resized, as training reads them): x_p's landmarks (dlib), x_m = mosaic(x_p) in
-8 bits (:class:`~ipmn_lightning.faces.swap.MosaicMaskGenerator`), then SR_P (the share not recognised as
+8 bits (:class:`~ipmn_lightning.faces.generators.MosaicMaskGenerator`), then SR_P (the share not recognised as
 x_p; no face found counts as not recognised and is counted apart) without attack and under the three
 attacks of Table 11. x_p itself under the same attacks is the control (SR_P near 0: the recogniser does
 recognise the unprotected faces).
@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 
+from ipmn_lightning.core.files import atomic_write_text
 from ipmn_lightning.data.folder import folder_splits
 from ipmn_lightning.data.images import load_image
 from ipmn_lightning.faces.analysis import to_uint8_array
+from ipmn_lightning.faces.generators import MOSAIC_BLOCK, MOSAIC_DILATE, MosaicMaskGenerator, mosaic_block_size
 from ipmn_lightning.faces.privacy import PrivacySuccessRate, table11_attacks
-from ipmn_lightning.faces.swap import MOSAIC_BLOCK, MOSAIC_DILATE, MosaicMaskGenerator, mosaic_block_size
-from ipmn_lightning.utils import atomic_write_text
 
 
 def measure(

@@ -26,12 +26,13 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ipmn_lightning.attacks.distortions import gaussian_blur, gaussian_noise, jpeg, resize_round_trip
+from ipmn_lightning.core.files import atomic_write_text
+from ipmn_lightning.core.images import pil_to_tensor
 from ipmn_lightning.data.folder import folder_splits
 from ipmn_lightning.data.synthetic import SyntheticFaceSwapDataset
-from ipmn_lightning.distortions import gaussian_blur, gaussian_noise, jpeg, resize_round_trip
-from ipmn_lightning.facade import IPMN
-from ipmn_lightning.metrics import quantize_8bit
-from ipmn_lightning.utils import atomic_write_text, pil_to_tensor
+from ipmn_lightning.inference.facade import IPMN
+from ipmn_lightning.metrics.functional import quantize_8bit
 
 ATTACKS = {
     "none": lambda x: x,

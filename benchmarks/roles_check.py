@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
+from ipmn_lightning.core.files import atomic_save_image, atomic_write_text
 from ipmn_lightning.data.images import load_image
 from ipmn_lightning.data.synthetic import SyntheticFaceSwapDataset
-from ipmn_lightning.utils import atomic_save_image, atomic_write_text
 
 
 def ipmn(*args: str) -> int:

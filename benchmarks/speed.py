@@ -59,8 +59,8 @@ if str(HERE) not in sys.path:  # hinet_reference.py sits next to this file
 
 import hinet_reference  # noqa: E402
 
-from ipmn_lightning.data.datamodule import FaceSwapDataModule  # noqa: E402
 from ipmn_lightning.data.watermark import default_watermark  # noqa: E402
+from ipmn_lightning.datamodules.face_swap import FaceSwapDataModule  # noqa: E402
 from ipmn_lightning.modules import (  # noqa: E402
     ExtractorEnhanceModule,
     InvertibleMaskModule,

@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from ipmn_lightning.console.main import main
 
 sys.exit(main())

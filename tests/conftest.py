@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/helpers.py
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -39,7 +37,7 @@ def _offline_and_isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny checkpoints of every phase (32 px), trained for a couple of steps on synthetic faces."""
-    from helpers import make_checkpoints
+    from tests.helpers import make_checkpoints
 
     return make_checkpoints(tmp_path_factory.mktemp("checkpoints"))
 
@@ -48,7 +46,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def fake_celeba(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny CelebA in the official layout, with a mask store at <root>/masks_store."""
     root = tmp_path_factory.mktemp("celeba")
-    from helpers import load_script
+    from tests.helpers import load_script
 
     load_script("make_fake_celeba").make_fake_celeba(root, n=12, size=48)
     return root
@@ -58,7 +56,7 @@ def fake_celeba(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fake_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny folder of face images with a mask store at <root>/masks_store."""
     root = tmp_path_factory.mktemp("folder")
-    from helpers import load_script
+    from tests.helpers import load_script
 
     load_script("make_fake_folder").make_fake_folder(root, n=10, size=40)
     return root

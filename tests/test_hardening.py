@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import write_faces
 
-from ipmn_lightning.cli import main
+from ipmn_lightning.console.main import main
+from tests.helpers import write_faces
 
 TINY_PHASE1_YAML = """
 trainer: {fast_dev_run: true, accelerator: cpu, devices: 1, logger: false, enable_progress_bar: false}
@@ -89,10 +89,9 @@ def test_ckpt_path_of_another_phase_is_refused(checkpoints, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "'phase2'" in err and "'phase1'" in err
     # a URL is not read before training starts: the module itself refuses the other phase's checkpoint
-    from helpers import TINY_PHASE1
-
     from ipmn_lightning.modules import WatermarkPretrainModule
     from ipmn_lightning.phases import CheckpointError
+    from tests.helpers import TINY_PHASE1
 
     module = WatermarkPretrainModule(image_size=32, **TINY_PHASE1)
     with pytest.raises(CheckpointError, match="phase 'phase2' but WatermarkPretrainModule"):
@@ -135,14 +134,14 @@ def test_pairs_csv_formula_names_are_escaped_and_read_back(tmp_path):
 
 @pytest.fixture(scope="module")
 def service(checkpoints, tmp_path_factory):
-    from ipmn_lightning.bundle import export_service_bundle
+    from ipmn_lightning.inference.bundle import export_service_bundle
 
     return export_service_bundle(checkpoints["phase2"], tmp_path_factory.mktemp("service") / "service.safetensors")
 
 
 @pytest.fixture(scope="module")
 def verifier(checkpoints, tmp_path_factory):
-    from ipmn_lightning.bundle import export_verifier_bundle
+    from ipmn_lightning.inference.bundle import export_verifier_bundle
 
     return export_verifier_bundle(checkpoints["phase1"], tmp_path_factory.mktemp("verifier") / "verifier.safetensors")
 
@@ -233,7 +232,7 @@ def test_hidden_and_leftover_temporary_files_are_skipped(service, tmp_path):
 
 
 def test_bad_output_paths_and_devices_fail_before_any_work(service, verifier, tmp_path, capsys, monkeypatch):
-    from ipmn_lightning.facade import IPMN
+    from ipmn_lightning.inference.facade import IPMN
 
     def no_work(*args: object, **kwargs: object) -> None:
         raise AssertionError("the networks ran before the arguments were checked")
@@ -262,7 +261,7 @@ def test_unwritable_output_folder_fails_before_any_work(service, tmp_path, capsy
     """A read-only folder (simulated: the tests may run as root, which ignores permission bits)."""
     import tempfile
 
-    from ipmn_lightning.facade import IPMN
+    from ipmn_lightning.inference.facade import IPMN
 
     def read_only(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied")
@@ -299,7 +298,7 @@ def test_verify_p_value_from_a_reference_folder(verifier, tmp_path, capsys):
     import json
 
     from ipmn_lightning import IPMN
-    from ipmn_lightning.roles import empirical_p_values, fisher_combined_p_value
+    from ipmn_lightning.inference.roles import empirical_p_values, fisher_combined_p_value
 
     faces, masks = write_faces(tmp_path, n=4)
     assert main(["verify", "--bundle", str(verifier), "--images", str(faces), "--report", "r0.json"]) in (0, 1)
@@ -326,7 +325,7 @@ def test_verify_p_value_from_a_reference_folder(verifier, tmp_path, capsys):
 def test_p_value_formulas():
     import math
 
-    from ipmn_lightning.roles import empirical_p_values, fisher_combined_p_value
+    from ipmn_lightning.inference.roles import empirical_p_values, fisher_combined_p_value
 
     assert empirical_p_values([0.9, 0.5, 0.1], [0.2, 0.4, 0.6, 0.8]) == [0.2, 0.6, 1.0]
     assert fisher_combined_p_value([0.3])[1] == pytest.approx(0.3)  # chi2(2) survival of -2 ln p is p
@@ -337,7 +336,7 @@ def test_p_value_formulas():
 def test_verifier_bundle_carries_a_clean_nc_reference(checkpoints, tmp_path, capsys):
     import json
 
-    from ipmn_lightning.bundle import export_verifier_bundle, load_bundle
+    from ipmn_lightning.inference.bundle import export_verifier_bundle, load_bundle
 
     bundle = export_verifier_bundle(checkpoints["phase1"], tmp_path / "v.safetensors",
                                     clean_nc_reference=[0.1, 0.2, 0.3])  # fmt: skip
@@ -358,7 +357,7 @@ def test_16_bit_and_float_images_keep_their_grey_level(tmp_path):
     from PIL import Image
 
     from ipmn_lightning.data.images import ImageReadError, load_image
-    from ipmn_lightning.roles import read_images
+    from ipmn_lightning.inference.roles import read_images
 
     Image.fromarray(np.full((32, 32), 32768, dtype=np.uint16)).save(tmp_path / "g16.png")
     Image.fromarray(np.full((32, 32), 0.5, dtype=np.float32)).save(tmp_path / "f.tif")
@@ -390,7 +389,7 @@ def test_facade_scales_uint8_tensors_and_refuses_other_integers(service):
 def test_huge_images_are_refused_clearly_and_read_reduced(service, tmp_path, capsys, monkeypatch):
     from PIL import Image
 
-    from ipmn_lightning.roles import read_images
+    from ipmn_lightning.inference.roles import read_images
 
     faces, masks = write_faces(tmp_path, n=1)
     big = Image.new("RGB", (512, 384), (200, 100, 50))
@@ -452,7 +451,7 @@ def retouch(source: Path, target: Path, changes: dict[str, object], raw_config: 
     ],
 )
 def test_bundle_header_fields_are_validated(service, verifier, tmp_path, kind, field, value):
-    from ipmn_lightning.bundle import BundleError, load_bundle
+    from ipmn_lightning.inference.bundle import BundleError, load_bundle
 
     source = service if kind == "service" else verifier
     bad = retouch(source, tmp_path / "bad.safetensors", {field: value})
@@ -461,7 +460,7 @@ def test_bundle_header_fields_are_validated(service, verifier, tmp_path, kind, f
 
 
 def test_bundle_config_that_is_not_an_object_is_refused(verifier, tmp_path):
-    from ipmn_lightning.bundle import BundleError, load_bundle
+    from ipmn_lightning.inference.bundle import BundleError, load_bundle
 
     for raw in ("[1, 2]", '"text"', "null"):
         with pytest.raises(BundleError, match=r"bad\.safetensors"):
@@ -488,7 +487,7 @@ VERIFIER_FIELDS = ["image_size", "threshold", "clean_nc_reference", "extractor",
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_any_bundle_header_gives_a_bundle_or_a_bundle_error(service, verifier, tmp_path, data):
-    from ipmn_lightning.bundle import BundleError, load_bundle
+    from ipmn_lightning.inference.bundle import BundleError, load_bundle
 
     kind = data.draw(st.sampled_from(["service", "verifier"]))
     fields = SERVICE_FIELDS if kind == "service" else VERIFIER_FIELDS
@@ -571,7 +570,7 @@ def test_role_commands_on_any_image_files_exit_cleanly(service, verifier, tmp_pa
 
 @pytest.mark.parametrize("batch_size", [0, -2])
 def test_non_positive_batch_size_is_refused_up_front(batch_size):
-    from ipmn_lightning.data.datamodule import FaceSwapDataModule
+    from ipmn_lightning.datamodules.face_swap import FaceSwapDataModule
 
     with pytest.raises(ValueError, match=f"batch_size must be an integer >= 1, got {batch_size}"):
         FaceSwapDataModule(image_size=32, batch_size=batch_size, num_workers=0)
@@ -580,9 +579,8 @@ def test_non_positive_batch_size_is_refused_up_front(batch_size):
 
 
 def test_odd_batch_size_is_refused_before_phase_1_trains():
-    from helpers import TINY_PHASE1, tiny_data, tiny_trainer
-
     from ipmn_lightning.modules import WatermarkPretrainModule
+    from tests.helpers import TINY_PHASE1, tiny_data, tiny_trainer
 
     module = WatermarkPretrainModule(image_size=32, **TINY_PHASE1)
     trainer = tiny_trainer()
@@ -598,11 +596,11 @@ def test_rerunning_a_phase_keeps_last_ckpt_the_newest(tmp_path):
     import json
     import os
 
-    from helpers import TINY_PHASE1, tiny_data, tiny_trainer
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from ipmn_lightning.modules import WatermarkPretrainModule
-    from ipmn_lightning.pipeline import _checkpoint_callbacks, newest_last_checkpoint
+    from ipmn_lightning.workflows.pipeline import _checkpoint_callbacks, newest_last_checkpoint
+    from tests.helpers import TINY_PHASE1, tiny_data, tiny_trainer
 
     Path("phase.yaml").write_text("trainer: {}\n")
     folder = tmp_path / "run" / "phase1" / "checkpoints"

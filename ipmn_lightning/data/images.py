@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from PIL import Image, ImageOps
 
-from ipmn_lightning.utils import center_square_box, pil_to_tensor, rgb_image
+from ipmn_lightning.core.images import center_square_box, pil_to_tensor, rgb_image
 
 __all__ = [
     "SPLITS",

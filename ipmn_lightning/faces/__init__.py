@@ -1,4 +1,4 @@
-"""Real faces: detection, landmarks and identity (dlib), the ``landmark`` mask generator, and SR_P.
+"""Real faces: detection, landmarks and identity (dlib), the mask generators, and SR_P (bottom layer).
 
 Importing this package needs no optional package; using dlib or OpenCV needs the ``faces`` extra
 (``pip install "ipmn-lightning[faces]"``), and a missing one raises
@@ -16,9 +16,8 @@ from ipmn_lightning.faces.analysis import (
     IdentityEncoder,
     require_faces_extra,
 )
-from ipmn_lightning.faces.generate import generate_masks
+from ipmn_lightning.faces.generators import GENERATORS, LandmarkMaskGenerator, MaskGenerator, MaskOutcome, face_region
 from ipmn_lightning.faces.privacy import PrivacySuccessRate, RecoveryUtility, table11_attacks
-from ipmn_lightning.faces.swap import GENERATORS, LandmarkMaskGenerator, MaskGenerator, MaskOutcome, face_region
 
 __all__ = [
     "FACES_EXTRA_HINT",
@@ -34,7 +33,6 @@ __all__ = [
     "PrivacySuccessRate",
     "RecoveryUtility",
     "face_region",
-    "generate_masks",
     "require_faces_extra",
     "table11_attacks",
 ]

@@ -9,7 +9,7 @@ a generator that destroys faces does not pass unnoticed. The utility is the mirr
 share of recovered faces x'_p that *are* recognised as x_p.
 
 The attacks of Table 11 (Gaussian noise σ 0.001 on [0, 1] images, Gaussian blur with a 7×7 kernel, JPEG
-quality 30) are :func:`table11_attacks`, built on the plain functions of :mod:`ipmn_lightning.distortions`.
+quality 30) are :func:`table11_attacks`, built on the plain functions of :mod:`ipmn_lightning.attacks.distortions`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from ipmn_lightning.distortions import gaussian_blur, gaussian_noise, jpeg
+from ipmn_lightning.attacks.distortions import gaussian_blur, gaussian_noise, jpeg
 from ipmn_lightning.faces.analysis import IdentityEncoder
 
 __all__ = [

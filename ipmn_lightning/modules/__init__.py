@@ -1,11 +1,11 @@
 """The LightningModules of the four IPMN training phases."""
 
-from .base import IPMNModule
-from .phase1 import WatermarkPretrainModule
-from .phase1_hidden import HiddenPretrainModule
-from .phase2 import InvertibleMaskModule
-from .phase3_enhance import ExtractorEnhanceModule
-from .phase3_steal import StealingAttackModule
+from ipmn_lightning.modules.base import IPMNModule
+from ipmn_lightning.modules.phase1 import WatermarkPretrainModule
+from ipmn_lightning.modules.phase1_hidden import HiddenPretrainModule
+from ipmn_lightning.modules.phase2 import InvertibleMaskModule
+from ipmn_lightning.modules.phase3_enhance import ExtractorEnhanceModule
+from ipmn_lightning.modules.phase3_steal import StealingAttackModule
 
 __all__ = [
     "ExtractorEnhanceModule",

@@ -11,8 +11,8 @@ from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor, nn
 from torchvision.utils import make_grid
 
-from ..phases import FROZEN_KEY, LEGACY_TAGS, PHASE_KEY, CheckpointError
-from ..utils import atomic_save_image
+from ipmn_lightning.core.files import atomic_save_image
+from ipmn_lightning.phases import FROZEN_KEY, LEGACY_TAGS, PHASE_KEY, CheckpointError
 
 
 def freeze(module: nn.Module) -> nn.Module:

@@ -11,17 +11,18 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio
 
-from ..data.watermark import blank_nc, default_watermark, load_watermark
-from ..distortions import RandomDistortion, jpeg
-from ..losses import discriminator_loss, watermark_embedding_loss, watermark_extracting_loss
-from ..metrics import NC_THRESHOLD, ExtractionSuccessRate, NormalizedCorrelation
-from ..nets.discriminator import PatchDiscriminator
-from ..nets.embedder import WatermarkEmbedder
-from ..nets.extractor import WatermarkExtractor
-from ..nets.init import init_normal_
-from ..nets.perceptual import VGGFeatures
-from ..phases import PHASE1
-from .base import IPMNModule
+from ipmn_lightning.attacks.distortions import RandomDistortion, jpeg
+from ipmn_lightning.data.watermark import blank_nc, default_watermark, load_watermark
+from ipmn_lightning.losses import discriminator_loss, watermark_embedding_loss, watermark_extracting_loss
+from ipmn_lightning.metrics.collections import ExtractionSuccessRate, NormalizedCorrelation
+from ipmn_lightning.metrics.functional import NC_THRESHOLD
+from ipmn_lightning.modules.base import IPMNModule
+from ipmn_lightning.nets.discriminator import PatchDiscriminator
+from ipmn_lightning.nets.embedder import WatermarkEmbedder
+from ipmn_lightning.nets.extractor import WatermarkExtractor
+from ipmn_lightning.nets.init import init_normal_
+from ipmn_lightning.nets.perceptual import VGGFeatures
+from ipmn_lightning.phases import PHASE1
 
 
 def extraction_metrics(prefix: str) -> tuple[MetricCollection, MetricCollection]:
@@ -77,7 +78,7 @@ class WatermarkPretrainModule(IPMNModule):
         nc_threshold: NC above which an extraction succeeds (0.95, §4).
         robust_extraction: add a second ℓ_wext (eqs. 15-18) on copies of x_wm and x_m after a random
             distortion of the kind images meet when shared (JPEG, resize, blur, noise, 8-bit rounding; see
-            :class:`~ipmn_lightning.distortions.RandomDistortion`), so that R learns to read through them. Not in
+            :class:`~ipmn_lightning.attacks.distortions.RandomDistortion`), so that R learns to read through them. Not in
             the paper; validation then also reports ``val/sr_e_jpeg75``.
         robust_p_clean: share of the distorted copies left undistorted (only 8-bit rounding).
         robust_jpeg_qualities: JPEG qualities drawn from.

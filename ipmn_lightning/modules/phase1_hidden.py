@@ -25,7 +25,7 @@ Training follows HiDDeN's ``train_on_batch`` (methods.md §7): random ±1 messag
 to read any message, not only the owner's), D stepped on cover x_m against encoded x_wm, then E+R stepped on
 g = λ_adv·BCE(D(x_wm), cover) + λ_enc·MSE(x_wm, x_m) + λ_dec·MSE(R(x_wm), message), each with its own Adam
 (lr 1e-3, Adam's default betas). IPMN's use is noise-free (``noise: identity``); ``noise: distortions`` passes
-x_wm through :class:`~ipmn_lightning.distortions.RandomDistortion` before R in training (not HiDDeN's noise
+x_wm through :class:`~ipmn_lightning.attacks.distortions.RandomDistortion` before R in training (not HiDDeN's noise
 layers, which are not reproduced here).
 """
 
@@ -39,11 +39,12 @@ from torch import Tensor
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio
 
-from ..distortions import RandomDistortion
-from ..metrics import NC_THRESHOLD, ExtractionSuccessRate, NormalizedCorrelation
-from ..nets.hidden import HiddenDecoder, HiddenDiscriminator, HiddenEncoder, random_messages
-from ..phases import PHASE1
-from .base import IPMNModule
+from ipmn_lightning.attacks.distortions import RandomDistortion
+from ipmn_lightning.metrics.collections import ExtractionSuccessRate, NormalizedCorrelation
+from ipmn_lightning.metrics.functional import NC_THRESHOLD
+from ipmn_lightning.modules.base import IPMNModule
+from ipmn_lightning.nets.hidden import HiddenDecoder, HiddenDiscriminator, HiddenEncoder, random_messages
+from ipmn_lightning.phases import PHASE1
 
 
 def owner_message(message_length: int, seed: int) -> Tensor:
@@ -90,7 +91,7 @@ class HiddenPretrainModule(IPMNModule):
         lambda_adversarial: weight of the generator's BCE against D (1e-3).
         lr: learning rate of both Adam optimizers (1e-3: ``torch.optim.Adam``'s default, which HiDDeN uses).
         noise: ``identity`` (R reads x_wm as it is; IPMN §4.3.2) or ``distortions`` (R reads a randomly
-            distorted x_wm in training, see :class:`~ipmn_lightning.distortions.RandomDistortion`; not HiDDeN's
+            distorted x_wm in training, see :class:`~ipmn_lightning.attacks.distortions.RandomDistortion`; not HiDDeN's
             noise layers).
         message_seed: seed of the owner's ±1 message (the ``watermark`` buffer).
         nc_threshold: NC above which a decoded message counts as extracted (0.95, paper §4; see the module

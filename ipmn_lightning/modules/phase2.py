@@ -9,11 +9,13 @@ import torch
 from torch import Tensor
 from torch.optim.lr_scheduler import StepLR
 
-from ..losses import privacy_loss
-from ..metrics import ImagePairMetrics, quantize_8bit
-from ..nets.embedder import WatermarkEmbedder
-from ..nets.inn import InvertibleMaskNet
-from ..phases import (
+from ipmn_lightning.losses import privacy_loss
+from ipmn_lightning.metrics.collections import ImagePairMetrics
+from ipmn_lightning.metrics.functional import quantize_8bit
+from ipmn_lightning.modules.base import IPMNModule, freeze
+from ipmn_lightning.nets.embedder import WatermarkEmbedder
+from ipmn_lightning.nets.inn import InvertibleMaskNet
+from ipmn_lightning.phases import (
     PHASE2,
     WatermarkPosition,
     build,
@@ -23,7 +25,6 @@ from ..phases import (
     put_on_mask,
     watermark_shape,
 )
-from .base import IPMNModule, freeze
 
 PAIRS = {
     # metric key: (reference, estimate) — the three image pairs of Table 2

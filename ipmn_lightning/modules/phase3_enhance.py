@@ -9,10 +9,12 @@ import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from ..distortions import RandomDistortion
-from ..losses import enhanced_extracting_loss
-from ..metrics import SourceExtractionMetrics, quantize_8bit
-from ..phases import (
+from ipmn_lightning.attacks.distortions import RandomDistortion
+from ipmn_lightning.losses import enhanced_extracting_loss
+from ipmn_lightning.metrics.collections import SourceExtractionMetrics
+from ipmn_lightning.metrics.functional import quantize_8bit
+from ipmn_lightning.modules.base import IPMNModule, freeze
+from ipmn_lightning.phases import (
     FROZEN_KEY,
     PHASE3_ENHANCE,
     build,
@@ -24,7 +26,6 @@ from ..phases import (
     put_on_mask,
     watermark_shape,
 )
-from .base import IPMNModule, freeze
 
 CLEAN_SOURCES = ("mask", "protected", "recovered_face")
 
@@ -53,7 +54,7 @@ class ExtractorEnhanceModule(IPMNModule):
         eval_seed: seed of the Gaussian z used when recovering in validation/test.
         robust_extraction: train R on every source after a random distortion of the kind images meet when
             shared (JPEG, resize, blur, noise, 8-bit rounding; see
-            :class:`~ipmn_lightning.distortions.RandomDistortion`). Not in the paper.
+            :class:`~ipmn_lightning.attacks.distortions.RandomDistortion`). Not in the paper.
         robust_p_clean: share of training images left undistorted (only 8-bit rounding) when robust.
         robust_jpeg_qualities: JPEG qualities drawn from when robust.
         degrade_stolen: in training, give R each x_sm with probability 0.5 degraded like the output of a weaker

@@ -10,9 +10,11 @@ from torch import Tensor
 from torch.optim.lr_scheduler import ConstantLR, LinearLR, LRScheduler, SequentialLR
 from torchmetrics.image import PeakSignalNoiseRatio
 
-from ..metrics import ExtractionSuccessRate, NormalizedCorrelation, quantize_8bit
-from ..nets.stealing import build_stealer
-from ..phases import (
+from ipmn_lightning.metrics.collections import ExtractionSuccessRate, NormalizedCorrelation
+from ipmn_lightning.metrics.functional import quantize_8bit
+from ipmn_lightning.modules.base import IPMNModule, freeze
+from ipmn_lightning.nets.stealing import build_stealer
+from ipmn_lightning.phases import (
     PHASE3_STEAL,
     build,
     check_image_size,
@@ -22,7 +24,6 @@ from ..phases import (
     put_on_mask,
     watermark_shape,
 )
-from .base import IPMNModule, freeze
 
 
 class StealingAttackModule(IPMNModule):

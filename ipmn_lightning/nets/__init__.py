@@ -1,13 +1,13 @@
 """Pure ``torch.nn`` networks of IPMN (no Lightning): H, R, D, the INN, the stealers and VGG features."""
 
-from .discriminator import PatchDiscriminator
-from .embedder import WatermarkEmbedder
-from .extractor import WatermarkExtractor
-from .inn import CouplingBlock, DenseBlock, InvertibleMaskNet
-from .perceptual import VGGFeatures
-from .stealing import build_stealer
-from .unet import UNet
-from .wavelet import HaarDWT, HaarIWT, haar_dwt, haar_iwt, make_wavelet
+from ipmn_lightning.nets.discriminator import PatchDiscriminator
+from ipmn_lightning.nets.embedder import WatermarkEmbedder
+from ipmn_lightning.nets.extractor import WatermarkExtractor
+from ipmn_lightning.nets.inn import CouplingBlock, DenseBlock, InvertibleMaskNet
+from ipmn_lightning.nets.perceptual import VGGFeatures
+from ipmn_lightning.nets.stealing import build_stealer
+from ipmn_lightning.nets.unet import UNet
+from ipmn_lightning.nets.wavelet import HaarDWT, HaarIWT, haar_dwt, haar_iwt, make_wavelet
 
 __all__ = [
     "CouplingBlock",

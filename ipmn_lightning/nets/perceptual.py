@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torchvision.models import VGG16_Weights
 
-from ..utils import hub_cache_file
+from ipmn_lightning.core.hub import hub_cache_file
 
 VGGLayer = Literal["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
 

@@ -12,13 +12,12 @@ import torch
 pytest.importorskip("dlib")
 pytest.importorskip("cv2")
 
-from face_fakes import face_folder
-
-from ipmn_lightning.cli import main as run_tool
+from ipmn_lightning.console.main import main as run_tool
 from ipmn_lightning.data.mask_store import check_store
 from ipmn_lightning.faces.analysis import DlibFaceAnalyzer, DlibIdentityEncoder, to_uint8_array
+from ipmn_lightning.faces.generators import LandmarkMaskGenerator
 from ipmn_lightning.faces.privacy import PrivacySuccessRate
-from ipmn_lightning.faces.swap import LandmarkMaskGenerator
+from tests.fakes.faces import face_folder
 
 
 def test_dlib_landmarks_swap_and_embeddings(tmp_path: Path) -> None:

@@ -10,16 +10,12 @@ import torch
 
 pytest.importorskip("cv2")
 
-from face_fakes import FakeAnalyzer, FakeEncoder, face_folder
-
 import ipmn_lightning.faces.analysis as analysis
 from ipmn_lightning.data.images import load_image
 from ipmn_lightning.data.mask_store import check_store, read_pairs
 from ipmn_lightning.data.synthetic import render_face, sample_identity, sample_scene
-from ipmn_lightning.evaluation import _privacy, _privacy_markdown
 from ipmn_lightning.faces.analysis import to_uint8_array
-from ipmn_lightning.faces.generate import generate_masks
-from ipmn_lightning.faces.swap import (
+from ipmn_lightning.faces.generators import (
     GENERATORS,
     MOSAIC_DILATE,
     MosaicMaskGenerator,
@@ -29,6 +25,9 @@ from ipmn_lightning.faces.swap import (
     mosaic_block_size,
     pixelate,
 )
+from ipmn_lightning.workflows.evaluation import _privacy, _privacy_markdown
+from ipmn_lightning.workflows.masks import generate_masks
+from tests.fakes.faces import FakeAnalyzer, FakeEncoder, face_folder
 
 
 def _faces(n: int, size: int = 64) -> torch.Tensor:
@@ -106,7 +105,7 @@ def test_mosaic_generator_ignores_the_replacement_and_fails_without_a_face() -> 
 
 
 def test_masks_generate_mosaic_fills_a_store_that_passes_check(tmp_path: Path, monkeypatch, capsys) -> None:
-    from ipmn_lightning.cli import main
+    from ipmn_lightning.console.main import main
 
     monkeypatch.setattr(analysis, "DlibFaceAnalyzer", FakeAnalyzer)  # the generator's landmarks, without dlib
     root = tmp_path / "faces"

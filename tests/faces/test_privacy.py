@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from face_fakes import FakeEncoder
 
 from ipmn_lightning.faces.privacy import PrivacySuccessRate, RecoveryUtility, table11_attacks
+from tests.fakes.faces import FakeEncoder
 
 
 def _img(value: float) -> torch.Tensor:

@@ -1,8 +1,8 @@
 import pytest
 import torch
-from helpers import SIZE, TINY_PHASE1, tiny_data, tiny_trainer
 
 from ipmn_lightning.modules import WatermarkPretrainModule
+from tests.helpers import SIZE, TINY_PHASE1, tiny_data, tiny_trainer
 
 
 def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import SIZE, TINY_PHASE2, tiny_data, tiny_trainer
 from pytorch_lightning.loggers import CSVLogger
 
 from ipmn_lightning.modules import (
@@ -16,7 +15,8 @@ from ipmn_lightning.modules import (
 from ipmn_lightning.modules.phase1_hidden import bit_accuracy, owner_message
 from ipmn_lightning.nets.hidden import HiddenDecoder, HiddenEncoder
 from ipmn_lightning.phases import build, load_phase1, load_submodule
-from ipmn_lightning.pipeline import phase_kind
+from ipmn_lightning.workflows.pipeline import phase_kind
+from tests.helpers import SIZE, TINY_PHASE2, tiny_data, tiny_trainer
 
 TINY_HIDDEN = dict(message_length=8, channels=8, encoder_blocks=2, decoder_blocks=2, discriminator_blocks=1)
 

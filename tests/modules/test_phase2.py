@@ -6,11 +6,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import yaml
-from helpers import SIZE, TINY_PHASE2, tiny_data, tiny_trainer
 from pytorch_lightning.demos.boring_classes import BoringModel
 
 from ipmn_lightning.modules import InvertibleMaskModule
 from ipmn_lightning.phases import PHASES, CheckpointError
+from tests.helpers import SIZE, TINY_PHASE2, tiny_data, tiny_trainer
 
 
 def make_module(checkpoints, **kwargs) -> InvertibleMaskModule:

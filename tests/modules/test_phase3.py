@@ -2,11 +2,11 @@ import inspect
 
 import pytest
 import torch
-from helpers import SIZE, tiny_data, tiny_trainer
 
 from ipmn_lightning.losses import enhanced_extracting_loss
-from ipmn_lightning.metrics import quantize_8bit
+from ipmn_lightning.metrics.functional import quantize_8bit
 from ipmn_lightning.modules import ExtractorEnhanceModule, StealingAttackModule
+from tests.helpers import SIZE, tiny_data, tiny_trainer
 
 
 @pytest.mark.parametrize("name", ["cnet", "res9", "res16", "unet"])

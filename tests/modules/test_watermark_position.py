@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import SIZE, TINY_PHASE2, tiny_data, train_and_save
 
-from ipmn_lightning.bundle import BundleError, export_service_bundle, load_bundle
-from ipmn_lightning.facade import IPMN
-from ipmn_lightning.metrics import quantize_8bit
+from ipmn_lightning.inference.bundle import BundleError, export_service_bundle, load_bundle
+from ipmn_lightning.inference.facade import IPMN
+from ipmn_lightning.metrics.functional import quantize_8bit
 from ipmn_lightning.modules import ExtractorEnhanceModule, InvertibleMaskModule, StealingAttackModule
+from tests.helpers import SIZE, TINY_PHASE2, tiny_data, train_and_save
 
 
 @pytest.fixture(scope="module")

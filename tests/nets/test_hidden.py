@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from ipmn_lightning.metrics import ExtractionSuccessRate, normalized_correlation
+from ipmn_lightning.metrics.collections import ExtractionSuccessRate
+from ipmn_lightning.metrics.functional import normalized_correlation
 from ipmn_lightning.nets.hidden import HiddenDecoder, HiddenDiscriminator, HiddenEncoder, random_messages
 from ipmn_lightning.phases import build, embedder_config, extractor_config, watermark_shape
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torchvision.models import VGG16_Weights
 
+from ipmn_lightning.core.hub import hub_cache_file
 from ipmn_lightning.nets.perceptual import VGGFeatures
-from ipmn_lightning.utils import hub_cache_file
 
 
 @pytest.fixture

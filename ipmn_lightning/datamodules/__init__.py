@@ -1,0 +1,1 @@
+"""The LightningDataModule every phase shares (``FaceSwapDataModule``), over the datasets of ``data``."""

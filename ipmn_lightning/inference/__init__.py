@@ -1,0 +1,1 @@
+"""Deployment without Lightning: the safetensors bundles, the ``IPMN`` API and the sender/receiver/verifier commands."""

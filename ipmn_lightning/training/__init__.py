@@ -1,0 +1,1 @@
+"""Training: the LightningCLI behind ``ipmn fit|validate|test|predict``; ``build_cli(args)`` for the pipeline."""
