@@ -1,4 +1,13 @@
-"""FaceSwapDataModule: (protected, replacement, mask) triplets from synthetic faces, CelebA or a folder."""
+"""FaceSwapDataModule: (protected, replacement, mask) triplets from synthetic faces, CelebA or a folder.
+
+The one Lightning data module of every phase (it was ``ipmn_lightning/data/datamodule.py``). Configs do not
+name it: the training CLI (:mod:`ipmn_lightning.training.lightning_cli`) fixes it as the data module, so a
+config's ``data:`` section (and ``--data.*`` on the command line) holds its constructor arguments. The
+datasets it serves come from :mod:`ipmn_lightning.data`: :mod:`~ipmn_lightning.data.synthetic`,
+:mod:`~ipmn_lightning.data.mask_store` (triplets of CelebA or a folder) and
+:mod:`~ipmn_lightning.data.face_images` (single faces). It lives apart from ``data`` so that reading images
+(the inference layer) never imports Lightning.
+"""
 
 from __future__ import annotations
 
