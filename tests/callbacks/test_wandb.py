@@ -15,7 +15,7 @@ from ipmn_lightning.console.main import main
 from ipmn_lightning.training.lightning_cli import build_cli
 from tests.helpers import SIZE
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PHASE1 = ["--config", str(REPO / "configs/phase1.yaml")]
 WANDB = ["--config", str(REPO / "configs/logger/wandb.yaml")]
 TINY = [

@@ -1,6 +1,6 @@
 """Fakes for the face tests: a landmark provider and a recogniser that need no dlib, and tiny face folders.
 
-Run as a script it fills a mask store slowly (``python face_fakes.py ROOT STORE DELAY``), so a test can
+Run as a script it fills a mask store slowly (``python tests/fakes/faces.py ROOT STORE DELAY``), so a test can
 kill it midway.
 """
 

@@ -16,7 +16,7 @@ from ipmn_lightning.faces.generators import LandmarkMaskGenerator
 from ipmn_lightning.workflows.masks import STATE_DIR, generate_masks, parse_shard
 from tests.fakes.faces import FakeAnalyzer, face_folder
 
-FAKES = Path(__file__).resolve().parents[1] / "face_fakes.py"
+FAKES = Path(__file__).resolve().parents[2] / "tests" / "fakes" / "faces.py"
 
 
 def _gen() -> LandmarkMaskGenerator:
@@ -88,7 +88,7 @@ def test_killed_midway_resumes_without_redoing_masks(tmp_path: Path) -> None:
     face_folder(root, per_split=(8, 2, 2))
     store = tmp_path / "store"
     log = store / STATE_DIR / "rows-0-of-1.jsonl"
-    env = {**os.environ, "PYTHONPATH": str(FAKES.parent)}
+    env = {**os.environ, "PYTHONPATH": str(FAKES.parents[2])}
     proc = subprocess.Popen([sys.executable, str(FAKES), str(root), str(store), "0.15"], env=env)
     try:
         deadline = time.monotonic() + 240

@@ -11,8 +11,6 @@ import yaml
 pytest.importorskip("cv2")
 pytest.importorskip("dlib")
 
-from test_pipeline import FULL, write_pipeline
-
 import ipmn_lightning.faces.analysis as analysis
 import ipmn_lightning.workflows.masks as generate
 from ipmn_lightning.console.main import main
@@ -21,8 +19,9 @@ from ipmn_lightning.faces.generators import LandmarkMaskGenerator
 from ipmn_lightning.workflows.evaluation import run_evaluation
 from ipmn_lightning.workflows.pipeline import run_pipeline
 from tests.fakes.faces import FakeAnalyzer, FakeEncoder, face_folder
+from tests.workflows.test_pipeline import FULL, write_pipeline
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
