@@ -1,4 +1,4 @@
-"""Shared fixtures: offline guard, a clean working directory, fake datasets in the real layouts."""
+"""Shared fixtures: offline guard, a clean working directory, fake datasets in the real layouts, role bundles."""
 
 from __future__ import annotations
 
@@ -60,3 +60,19 @@ def fake_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     load_script("make_fake_folder").make_fake_folder(root, n=10, size=40)
     return root
+
+
+@pytest.fixture(scope="module")
+def service(checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A service bundle (embedder + INN) exported from the tiny phase 2 checkpoint; one per test module."""
+    from ipmn_lightning.inference.bundle import export_service_bundle
+
+    return export_service_bundle(checkpoints["phase2"], tmp_path_factory.mktemp("service") / "service.safetensors")
+
+
+@pytest.fixture(scope="module")
+def verifier(checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A verifier bundle (extractor + watermark) exported from the tiny phase 1 checkpoint; one per test module."""
+    from ipmn_lightning.inference.bundle import export_verifier_bundle
+
+    return export_verifier_bundle(checkpoints["phase1"], tmp_path_factory.mktemp("verifier") / "verifier.safetensors")

@@ -1,4 +1,4 @@
-"""Host synchronisations in training steps (issue 16): at most one tensor-to-Python conversion per step.
+"""Host synchronisations in training steps: at most one tensor-to-Python conversion per optimisation step.
 
 On a GPU every conversion of a device tensor to a Python value (``.item()``, ``bool()``/``if`` on a tensor,
 ``float()``, ``int()``, ``.tolist()``) waits for the queued kernels: the CPU cannot run ahead and the GPU
