@@ -21,7 +21,6 @@ from ipmn_lightning.core.images import center_square_box, pil_to_tensor
 from ipmn_lightning.data.face_images import FaceImagesDataset
 from ipmn_lightning.data.folder import list_images
 from ipmn_lightning.data.images import IMAGE_EXTENSIONS, fit_image, image_size_of, load_image, read_image
-from ipmn_lightning.inference.bundle import export_service_bundle, export_verifier_bundle
 from ipmn_lightning.inference.roles import read_images
 
 ORIENTATION = 0x0112
@@ -74,16 +73,6 @@ def assert_same(a: torch.Tensor, b: torch.Tensor, suffix: str) -> None:
         assert torch.equal(a, b)
     else:
         assert (a - b).abs().mean().item() < JPEG_TOLERANCE and (a - b).abs().max().item() <= 4 / 255
-
-
-@pytest.fixture(scope="module")
-def service(checkpoints, tmp_path_factory):
-    return export_service_bundle(checkpoints["phase2"], tmp_path_factory.mktemp("service") / "service.safetensors")
-
-
-@pytest.fixture(scope="module")
-def verifier(checkpoints, tmp_path_factory):
-    return export_verifier_bundle(checkpoints["phase1"], tmp_path_factory.mktemp("verifier") / "verifier.safetensors")
 
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg"])
