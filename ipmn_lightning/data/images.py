@@ -101,7 +101,10 @@ def image_size_of(path: str | os.PathLike[str]) -> tuple[int, int]:
     try:
         with Image.open(file) as img:
             width, height = img.size
-            if _orientation(img) in _SWAPS_SIDES:
+            # PIL finds a PNG's eXIf chunk stored after the pixel data only by decoding them all; the header
+            # check skips it (it only changes the size reported, and the read applies it).
+            header_only = img.format == "PNG" and "exif" not in img.info
+            if not header_only and _orientation(img) in _SWAPS_SIDES:
                 width, height = height, width
     except Exception as err:  # PIL raises many types for broken files (OSError, EOFError, SyntaxError, ...)
         raise _read_error(file, err) from err
