@@ -6,10 +6,12 @@
 
 Every method takes a (3, H, W) or (B, 3, H, W) float tensor in [0, 1] (or a uint8 tensor in [0, 255], scaled
 by 1/255; other integer tensors are refused), a PIL image, or a list of PIL images, and returns the same kind
-(float tensors for tensor input). Images of another size than the bundle's are resized (bilinear with
-antialiasing for tensors, Lanczos for PIL images); a non-square image is first centre-cropped to its largest
-square, as training reads photos, so a face keeps its proportions. Outputs are always at the bundle's
-image size. Tensors come back on the device they came from.
+(float tensors for tensor input). Inputs go through the library's one reader,
+:mod:`ipmn_lightning.data.images`, as training reads photos: a PIL image is turned upright by its EXIF
+orientation (:func:`~ipmn_lightning.data.images.fit_image`), a non-square image is centre-cropped to its
+largest square, so a face keeps its proportions, and an image of another size than the bundle's is resized
+(Lanczos for PIL images; bilinear with antialiasing for tensors, :func:`~ipmn_lightning.data.images.fit_batch`).
+Outputs are always at the bundle's image size. Tensors come back on the device they came from.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from ipmn_lightning.core.images import center_square_box, pil_to_tensor, rgb_image, tensor_to_pil
+from ipmn_lightning.core.images import pil_to_tensor, tensor_to_pil
+from ipmn_lightning.data.images import fit_batch, fit_image
 from ipmn_lightning.inference.bundle import SERVICE_FORMAT, VERIFIER_FORMAT, Bundle, load_bundle
 from ipmn_lightning.metrics.functional import normalized_correlation, quantize_8bit
 from ipmn_lightning.phases import put_on_mask
@@ -128,14 +130,7 @@ class IPMN:
                     f"{name}: expected a float tensor in [0, 1] or a uint8 tensor in [0, 255], got {batch.dtype}; "
                     "convert it first, e.g. x.float() / 65535 for 16-bit pixels"
                 )
-            height, width = batch.shape[-2:]
-            if height != width:
-                left, top, right, bottom = center_square_box(width, height)
-                batch = batch[..., top:bottom, left:right]
-            if batch.shape[-2:] != (self.image_size, self.image_size):
-                size = (self.image_size, self.image_size)
-                batch = F.interpolate(batch, size=size, mode="bilinear", antialias=True, align_corners=False)
-            return batch.clamp(0, 1), kind, images.device
+            return fit_batch(batch, self.image_size).clamp(0, 1), kind, images.device
         if isinstance(images, Image.Image):
             return self._pil_batch([images]), "pil", None
         if isinstance(images, Sequence) and images and all(isinstance(i, Image.Image) for i in images):
@@ -143,10 +138,8 @@ class IPMN:
         raise TypeError(f"{name}: expected a tensor, a PIL image or a non-empty list of PIL images")
 
     def _pil_batch(self, images: list[Image.Image]) -> Tensor:
-        size = (self.image_size, self.image_size)
-        square = [i if i.width == i.height else rgb_image(i).crop(center_square_box(*i.size)) for i in images]
-        resized = [i if i.size == size else rgb_image(i).resize(size, Image.Resampling.LANCZOS) for i in square]
-        return torch.stack([pil_to_tensor(i) for i in resized]).to(self.device)
+        """(B, 3, S, S) float in [0, 1]: each image upright, centre-cropped and resized as files are read."""
+        return torch.stack([pil_to_tensor(fit_image(i, self.image_size)) for i in images]).to(self.device)
 
     @staticmethod
     def _from_batch(batch: Tensor, kind: str, device: torch.device | None) -> Any:
