@@ -16,10 +16,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from torchvision.datasets.folder import IMG_EXTENSIONS
-
 from ipmn_lightning.data.celeba import read_celeba_identities, read_celeba_splits
-from ipmn_lightning.data.images import SPLITS, DatasetLayoutError
+from ipmn_lightning.data.images import IMAGE_EXTENSIONS, SPLITS, DatasetLayoutError
 
 __all__ = ["dataset_layout", "folder_splits", "list_images", "split_of"]
 
@@ -51,7 +49,7 @@ def list_images(root: str | os.PathLike[str]) -> list[str]:
             continue
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
-            if name.startswith(".") or os.path.splitext(name)[1].lower() not in IMG_EXTENSIONS:
+            if name.startswith(".") or os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
                 continue
             found.append((here / name).relative_to(base).as_posix())
     found.sort()
@@ -112,7 +110,7 @@ def folder_splits(
     files = list_images(root)
     if not files:
         raise DatasetLayoutError(
-            f"No images found under {root} (searched recursively for {', '.join(IMG_EXTENSIONS)}; "
+            f"No images found under {root} (searched recursively for {', '.join(IMAGE_EXTENSIONS)}; "
             "hidden files and mask-store folders are skipped). Pass the folder that holds the face images."
         )
     splits: dict[str, list[str]] = {name: [] for name in SPLITS}
