@@ -8,7 +8,8 @@ pytest.importorskip("cv2")
 
 from ipmn_lightning.data.synthetic import render_face, sample_identity, sample_scene
 from ipmn_lightning.faces.analysis import to_uint8_array
-from ipmn_lightning.faces.generators import LandmarkMaskGenerator, _apply, _umeyama, face_region, make_mask_generator
+from ipmn_lightning.faces.generators import LandmarkMaskGenerator, face_region, make_mask_generator
+from ipmn_lightning.faces.generators.geometry import _apply, _umeyama
 from tests.fakes.faces import FakeAnalyzer
 
 
