@@ -9,7 +9,7 @@ import yaml
 from ipmn_lightning import __version__
 from ipmn_lightning.console.main import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 OVERLAY_DIRS = {"trainer", "logger", "sweeps"}  # overlays composed onto a phase config, tested elsewhere
 PHASE_CONFIGS = sorted(
     p for p in (REPO / "configs").rglob("*.yaml")
