@@ -4,9 +4,9 @@
   identity loss of pSp/e4e and many face-swap repositories). Keys ``input_layer.*``, ``body.N.*``,
   ``output_layer.*``; input normalised with mean 0.5, std 0.5; its forward L2-normalises.
 * :class:`IRSEResNet`: the foamliu/InsightFace-v2 ``ResNet(IRBlock, ...)`` that DiffFace's ``Arcface.tar`` pickles
-  (``torch.load(...)["model"].module``, methods §4.1; SimSwap ships the same file). Keys ``conv1``, ``bn1``,
-  ``prelu``, ``layer1..4.N.*``, ``bn2``, ``fc``, ``bn3``; DiffFace feeds it ImageNet-normalised images and
-  L2-normalises its output. The depth is read from the file (foamliu's ``resnet50`` is ``[3, 4, 6, 3]``).
+  (``torch.load(...)["model"].module``, github.com/hxngiee/DiffFace @ b7bef83; SimSwap ships the same file). Keys
+  ``conv1``, ``bn1``, ``prelu``, ``layer1..4.N.*``, ``bn2``, ``fc``, ``bn3``; DiffFace feeds it ImageNet-normalised
+  images and L2-normalises its output. The depth is read from the file (foamliu's ``resnet50`` is ``[3, 4, 6, 3]``).
 
 Both take 112x112 crops and give 512-d embeddings. The modules are written from the architectures' structure so
 that their state dicts carry exactly the reference key names; :func:`load_arcface` picks the layout from the

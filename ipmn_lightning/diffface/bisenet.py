@@ -1,8 +1,8 @@
 """BiSeNet face parser (zllrunning/face-parsing.PyTorch layout, DiffFace's ``FaceParser.pth``), from a state dict.
 
-The network DiffFace parses faces with (``models/parsing.py``, methods §4.2): a ResNet-18 context path with
-attention refinement at 1/16 and 1/32, the 1/8 ResNet features in place of a spatial path, a feature fusion
-module and three 1x1 heads. The CelebAMask-HQ labels are 0 background, 1 skin, 2/3 brows, 4/5 eyes, 6 glasses,
+The network DiffFace parses faces with (``models/parsing.py``, github.com/hxngiee/DiffFace @ b7bef83): a ResNet-18
+context path with attention refinement at 1/16 and 1/32, the 1/8 ResNet features in place of a spatial path, a feature
+fusion module and three 1x1 heads. The CelebAMask-HQ labels are 0 background, 1 skin, 2/3 brows, 4/5 eyes, 6 glasses,
 7/8 ears, 9 earring, 10 nose, 11 mouth, 12/13 lips, 14 neck, 15 necklace, 16 cloth, 17 hair, 18 hat. It was
 trained on 512x512 faces normalised with ImageNet's mean and std (DiffFace applies a further ``(x - 0.5) / 0.5``
 on top, its ``SpecificNorm``; see :class:`~ipmn_lightning.diffface.generator.FaceNetModule`).

@@ -1,21 +1,17 @@
-"""The DiffFace commands: ``ipmn masks convert-diffface`` and ``ipmn masks generate --generator diffface``."""
+"""The DiffFace commands: ``ipmn masks convert-diffface`` and ``ipmn masks generate --generator diffface``.
+
+:func:`diffface_generate` is the ``diffface`` generator's driver
+(:attr:`~ipmn_lightning.diffface.generator.DiffFaceMaskGenerator.driver`): ``ipmn masks generate`` hands it the
+command's arguments instead of running the generator in process.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
 from typing import Any, Literal
 
-__all__ = ["GENERATOR_FLAG", "diffface_generate", "masks_convert_diffface", "rewrite_generator_flags"]
-
-#: ``--generator.KEY`` flags are passed to ``masks_generate`` as ``--generator_options.KEY``.
-GENERATOR_FLAG = "--generator."
-
-
-def rewrite_generator_flags(args: Sequence[str]) -> list[str]:
-    """``--generator.checkpoint X`` -> ``--generator_options.checkpoint X`` (jsonargparse dict items)."""
-    return ["--generator_options." + a[len(GENERATOR_FLAG) :] if a.startswith(GENERATOR_FLAG) else a for a in args]
+__all__ = ["diffface_generate", "masks_convert_diffface"]
 
 
 def masks_convert_diffface(
@@ -92,7 +88,8 @@ def diffface_generate(
     ``--generator.num_nodes``).
     """
     from ipmn_lightning.diffface.convert import DiffFaceWeightsError
-    from ipmn_lightning.diffface.generator import DiffFaceMaskGenerator, generate_masks_lightning, tool_options
+    from ipmn_lightning.diffface.generator import DiffFaceMaskGenerator
+    from ipmn_lightning.diffface.predict import generate_masks_lightning, tool_options
 
     more = "--generator.devices N --generator.strategy ddp (CPU processes: add --generator.accelerator cpu)"
     if workers != 1:

@@ -11,9 +11,9 @@ Three kinds of file hold a :class:`~ipmn_lightning.diffface.unet.DiffFaceUNet`:
 
 :func:`load_diffface` reads any of them without running code (safetensors or ``torch.load(weights_only=True)``).
 
-Attention qkv order (methods §4.3): guided-diffusion's default ``QKVAttentionLegacy`` (DiffFace) lays the
-1x1-conv ``qkv`` weight out per head as ``[q_h; k_h; v_h]``; ``QKVAttention`` (``use_new_attention_order``)
-as ``[q; k; v]`` over all heads. ``attention_order`` picks the split.
+Attention qkv order (our port to diffusers' ``UNet2DModel``): guided-diffusion's default ``QKVAttentionLegacy``
+(DiffFace) lays the 1x1-conv ``qkv`` weight out per head as ``[q_h; k_h; v_h]``; ``QKVAttention``
+(``use_new_attention_order``) as ``[q; k; v]`` over all heads. ``attention_order`` picks the split.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """DiffFaceModule: train DiffFace's identity-conditioned DDPM on a folder of faces (``configs/diffface.yaml``).
 
-DiffFace's authors released sampling code only (methods §4.4); this is the training they describe: guided-
-diffusion's ADM UNet (:class:`~ipmn_lightning.diffface.unet.DiffFaceUNet`) conditioned on the identity
+DiffFace's authors released sampling code only (github.com/hxngiee/DiffFace @ b7bef83); this is the training they
+describe: guided-diffusion's ADM UNet (:class:`~ipmn_lightning.diffface.unet.DiffFaceUNet`) conditioned on the identity
 embedding of each training face, trained with the hybrid loss (``L_simple + L_vlb``, learned-range variance,
 1000 linear steps) and an EMA of the weights that is what sampling uses.
 

@@ -1,10 +1,10 @@
 """DiffFace's identity-conditioned ADM UNet on ``diffusers.UNet2DModel``, and the Gaussian diffusion it runs in.
 
-DiffFace (methods §4.1) is guided-diffusion's ADM UNet (scale-shift norm, resblock up/down, attention at
-32/16/8 px, learned variance: 6 output channels) whose time embedding gets the face-recognition embedding of
-the identity source added to it through a two-layer MLP. :class:`DiffFaceUNet` builds the same network from
-``diffusers`` blocks (methods §4.3): ``class_embed_type="identity"`` makes the UNet add ``class_labels`` to
-its time embedding, and :attr:`DiffFaceUNet.id_mlp` computes those labels from the embedding.
+DiffFace (github.com/hxngiee/DiffFace @ b7bef83) is guided-diffusion's ADM UNet (scale-shift norm, resblock up/down,
+attention at 32/16/8 px, learned variance: 6 output channels) whose time embedding gets the face-recognition embedding
+of the identity source added to it through a two-layer MLP. :class:`DiffFaceUNet` builds the same network from
+``diffusers`` blocks (our port to diffusers' ``UNet2DModel``): ``class_embed_type="identity"`` makes the UNet add
+``class_labels`` to its time embedding, and :attr:`DiffFaceUNet.id_mlp` computes those labels from the embedding.
 
 :class:`GaussianDiffusion` is the DDPM arithmetic of guided-diffusion (linear betas, learned-range variance,
 respacing, the hybrid loss): training (:class:`~ipmn_lightning.diffface.module.DiffFaceModule`) and the guided
@@ -33,7 +33,8 @@ __all__ = [
 
 DIFFUSERS_HINT = 'pip install "ipmn-lightning[diffface]"'
 
-#: DiffFace's published network (``image_editor.py`` + ``script_util.py`` for 256 px; methods §4.1).
+#: DiffFace's published network (``image_editor.py`` + ``script_util.py`` for 256 px;
+#: github.com/hxngiee/DiffFace @ b7bef83).
 DIFFFACE_CONFIG: dict[str, Any] = {
     "image_size": 256,
     "in_channels": 3,

@@ -8,7 +8,6 @@ import torch
 pytest.importorskip("diffusers")
 
 from ipmn_lightning.console.main import main
-from ipmn_lightning.diffface.commands import rewrite_generator_flags
 from ipmn_lightning.diffface.convert import load_diffface
 from tests.fakes.adm_reference import TINY, make_adm_state_dict
 from tests.fakes.faces import face_folder
@@ -27,14 +26,6 @@ def test_convert_command_writes_loadable_safetensors(tmp_path, capsys):
     # the default (DiffFace's 256-px) architecture does not fit: the error names the arguments to pass
     assert main(["masks", "convert-diffface", str(model), str(tmp_path / "x.safetensors")]) == 1
     assert "channel_mult" in capsys.readouterr().err
-
-
-def test_generator_flags_reach_the_options():
-    args = ["--root", "r", "--generator", "diffface", "--generator.checkpoint", "c.ckpt", "--generator.devices=2"]
-    assert rewrite_generator_flags(args) == [
-        "--root", "r", "--generator", "diffface", "--generator_options.checkpoint", "c.ckpt",
-        "--generator_options.devices=2",
-    ]  # fmt: skip
 
 
 def test_generate_diffface_errors_name_the_flag(tmp_path, capsys):

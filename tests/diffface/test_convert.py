@@ -1,5 +1,6 @@
 """guided-diffusion -> diffusers conversion of DiffFace's UNet, checked against a plain ADM forward
-(tests/fakes/adm_reference.py, written from the structure in methods §4.1/§4.3)."""
+(tests/fakes/adm_reference.py, written from the structure of DiffFace, github.com/hxngiee/DiffFace @ b7bef83, and of
+our port to diffusers' UNet2DModel)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from torch import nn
 from ipmn_lightning.diffface.arcface import IRSEBackbone, IRSEResNet, load_arcface
 from ipmn_lightning.diffface.bisenet import BiSeNet
 from ipmn_lightning.diffface.face_weights import FaceWeightsError
-from ipmn_lightning.diffface.generator import FaceNetModule, load_face_parser, load_identity_model
+from ipmn_lightning.diffface.facenets import FaceNetModule, load_face_parser, load_identity_model
 
 
 def _randomise_bn(net: nn.Module, seed: int) -> nn.Module:

@@ -1,71 +1,15 @@
-"""The DiffFace guided sampler and the ``diffface`` mask generator at tiny widths on random weights."""
+"""The DiffFace guided sampler at tiny widths on random weights."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
-from torch import nn
 
 pytest.importorskip("diffusers")
 
-from ipmn_lightning.data.mask_store import check_store
-from ipmn_lightning.diffface.convert import save_diffface
-from ipmn_lightning.diffface.generator import (
-    DiffFaceMaskGenerator,
-    DiffFaceSampler,
-    TorchScriptModule,
-    generate_masks_lightning,
-    landmark_face_mask,
-)
-from ipmn_lightning.diffface.unet import DiffFaceUNet, GaussianDiffusion, space_timesteps
-from tests.fakes.faces import FakeAnalyzer, FakeEncoder, face_folder
-
-TINY = {
-    "image_size": 16,
-    "model_channels": 32,
-    "channel_mult": (1, 2),
-    "num_res_blocks": 1,
-    "attention_resolutions": (8,),
-    "num_head_channels": 32,
-}
-FAST = {"timestep_respacing": 8, "skip_timesteps": 2, "masking_threshold": 3}
-
-
-class TinyRecogniser(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(3)
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x).mean(dim=(2, 3))
-
-
-class TinyParser(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(4)
-        self.conv = nn.Conv2d(3, 19, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
-
-
-def _net(id_dim: int = 8) -> DiffFaceUNet:
-    torch.manual_seed(0)
-    return DiffFaceUNet(**TINY, id_dim=id_dim).eval()
-
-
-def _batch(b: int = 2, s: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(5)
-    protected = torch.rand(b, 3, s, s, generator=g)
-    mask = torch.zeros(b, 1, s, s)
-    mask[:, :, 4:12, 4:12] = 1.0
-    mask[:, :, 4:12, 4] = 0.5  # a soft edge
-    return protected, mask, torch.randn(b, 8, generator=g)
+from ipmn_lightning.diffface.sampler import DiffFaceSampler
+from ipmn_lightning.diffface.unet import GaussianDiffusion, space_timesteps
+from tests.diffface.tiny import FAST, TinyParser, TinyRecogniser, tiny_batch, tiny_net
 
 
 def test_space_timesteps_matches_guided_diffusion_spacing():
@@ -79,11 +23,11 @@ def test_space_timesteps_matches_guided_diffusion_spacing():
 
 @pytest.mark.parametrize("guided", [False, True])
 def test_shapes_range_and_exact_outside_face(guided):
-    protected, mask, identity = _batch()
+    protected, mask, identity = tiny_batch()
     kwargs = dict(FAST, background_weight=50.0 if guided else 0.0)
     if guided:
         kwargs.update(identity_model=TinyRecogniser(), face_parser=TinyParser(), augmentations=2)
-    sampler = DiffFaceSampler(_net(), **kwargs)
+    sampler = DiffFaceSampler(tiny_net(), **kwargs)
     assert sampler.guided is guided
     out = sampler.sample(protected, mask, identity, replacement=torch.rand(2, 3, 24, 24))
     assert out.shape == protected.shape and out.min() >= 0 and out.max() <= 1
@@ -93,8 +37,8 @@ def test_shapes_range_and_exact_outside_face(guided):
 
 
 def test_deterministic_under_a_seed():
-    protected, mask, identity = _batch()
-    sampler = DiffFaceSampler(_net(), **FAST, background_weight=50.0)
+    protected, mask, identity = tiny_batch()
+    sampler = DiffFaceSampler(tiny_net(), **FAST, background_weight=50.0)
     a = sampler.sample(protected, mask, identity, generator=torch.Generator().manual_seed(7))
     b = sampler.sample(protected, mask, identity, generator=torch.Generator().manual_seed(7))
     c = sampler.sample(protected, mask, identity, generator=torch.Generator().manual_seed(8))
@@ -103,8 +47,8 @@ def test_deterministic_under_a_seed():
 
 
 def test_guidance_changes_the_sample_and_conditioning_alone_works():
-    protected, mask, identity = _batch()
-    net = _net()
+    protected, mask, identity = tiny_batch()
+    net = tiny_net()
     plain = DiffFaceSampler(net, **FAST, background_weight=0.0)
     guided = DiffFaceSampler(net, **FAST, background_weight=0.0, identity_model=TinyRecogniser(), augmentations=2)
     r = torch.rand(2, 3, 16, 16)
@@ -114,6 +58,7 @@ def test_guidance_changes_the_sample_and_conditioning_alone_works():
     # a NaN identity (no face) samples unconditionally instead of failing
     c = plain.sample(protected, mask, torch.full_like(identity, float("nan")), None, torch.Generator().manual_seed(1))
     assert torch.isfinite(c).all()
+<<<<<<< HEAD
 
 
 def test_landmark_mask_is_zero_outside_the_hull():
@@ -215,3 +160,5 @@ def test_two_process_ddp_generation_fills_each_shard(tmp_path):
     assert logs == ["rows-0-of-2.jsonl", "rows-1-of-2.jsonl"]
     assert check_store(store, root, 32) == []
     assert "SUMMARY 8 2" in result.stdout  # rank 0 reports every shard's rows after the fold
+=======
+>>>>>>> wt-diffface

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,8 @@ pytest.importorskip("cv2")
 
 from ipmn_lightning.data.synthetic import render_face, sample_identity, sample_scene
 from ipmn_lightning.faces.analysis import to_uint8_array
-from ipmn_lightning.faces.generators import LandmarkMaskGenerator, _apply, _umeyama, face_region, make_mask_generator
+from ipmn_lightning.faces.generators import LandmarkMaskGenerator, face_region, make_mask_generator
+from ipmn_lightning.faces.generators.geometry import _apply, _umeyama
 from tests.fakes.faces import FakeAnalyzer
 
 
@@ -79,3 +82,23 @@ def test_make_mask_generator() -> None:
     assert isinstance(make_mask_generator("landmark"), LandmarkMaskGenerator)
     with pytest.raises(ValueError, match="unknown mask generator"):
         make_mask_generator("diffface-nope")
+
+
+def test_the_registry_is_one_list_of_paths_resolved_on_use() -> None:
+    """Every entry names a :class:`MaskGenerator` whose ``name`` is its key; the bottom layer never imports a wing."""
+    import subprocess
+    import sys
+
+    from ipmn_lightning.faces.generators import GENERATORS, MaskGenerator, generator_class
+
+    assert list(GENERATORS) == ["landmark", "mosaic", "diffface"]
+    for name, path in GENERATORS.items():
+        assert ":" in path
+        if name == "diffface" and importlib.util.find_spec("diffusers") is None:
+            continue
+        cls = generator_class(name)
+        assert issubclass(cls, MaskGenerator) and cls.name == name
+    assert generator_class("landmark").driver is None and generator_class("mosaic").driver is None
+    code = "import sys, ipmn_lightning.faces.generators; print('ipmn_lightning.diffface' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr
