@@ -59,7 +59,7 @@ def test_two_process_ddp_generation_fills_each_shard(tmp_path):
     root = tmp_path / "faces"
     face_folder(root, size=32, per_split=(4, 2, 2))
     ckpt = dlib_checkpoint(tmp_path)
-    tests = str(Path(__file__).resolve().parents[1])
+    tests = str(Path(__file__).resolve().parents[2])  # the repository root, for `import tests.fakes`
     script = tmp_path / "gen.py"
     script.write_text(DDP_SCRIPT.format(tests=tests, ckpt=str(ckpt), root=str(root)))
     # strategy="ddp" re-runs the command line in the second process, so it runs in a subprocess of its own
