@@ -9,7 +9,7 @@ pytest.importorskip("diffusers")
 
 from ipmn_lightning.diffface.sampler import DiffFaceSampler
 from ipmn_lightning.diffface.unet import GaussianDiffusion, space_timesteps
-from tests.diffface.tiny import FAST, TinyParser, TinyRecogniser, tiny_batch, tiny_net
+from tests.helpers.diffface import FAST, TinyParser, TinyRecogniser, tiny_batch, tiny_net
 
 
 def test_space_timesteps_matches_guided_diffusion_spacing():
