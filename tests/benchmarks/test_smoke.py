@@ -19,7 +19,7 @@ import torch
 from ipmn_lightning.nets.inn import InvertibleMaskNet
 from ipmn_lightning.nets.wavelet import haar_dwt, haar_iwt
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def _load(name: str) -> ModuleType:

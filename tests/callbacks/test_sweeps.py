@@ -12,7 +12,7 @@ import yaml
 from ipmn_lightning.training.lightning_cli import build_cli
 from tests.helpers import SIZE
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SWEEPS = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
 
 with warnings.catch_warnings():
