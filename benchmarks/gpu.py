@@ -373,12 +373,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--precisions", default=",".join(PRECISIONS), help=f"of the phases section: {PRECISIONS}")
     args = parser.parse_args(argv)
     cfg = make_config(args.dry_run, args.budget, args.repeats)
-    sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
+    sections = harness.comma_list(args.sections)
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         parser.error(f"--sections: unknown {sorted(unknown)}; choose from {SECTIONS}")
     steps = args.run_steps or (3 if args.dry_run else 60)
-    precisions = tuple(p.strip() for p in args.precisions.split(",") if p.strip())
+    precisions = harness.comma_list(args.precisions)
     if set(precisions) - set(PRECISIONS):
         parser.error(f"--precisions: choose from {PRECISIONS}")
     results = run(cfg, args.out, sections, steps, args.run_lr, precisions)
