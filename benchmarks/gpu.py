@@ -6,7 +6,7 @@
 
 Sections (each one's rows are written as soon as it finishes, so a run cut short keeps what it measured):
 
-* ``peak``: dense matmul throughput of this GPU: fp32 (TF32 off), TF32, bf16 (:func:`speed.matmul_peak`).
+* ``peak``: dense matmul throughput of this GPU: fp32 (TF32 off), TF32, bf16 (:func:`speed_peak.matmul_peak`).
 * ``phases``: one optimisation step of each phase at the paper's batch sizes (phase 1: 8, phase 2: 32,
   stealing 16, enhancement 8) in ``fp32`` (TF32 off for matmuls and cuDNN), ``tf32`` (both on) and
   ``bf16`` (``torch.autocast(bfloat16)``, what ``trainer.precision="bf16-mixed"`` does; TF32 on): step time,
@@ -43,7 +43,9 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-import speed  # noqa: E402
+import harness  # noqa: E402
+import phase_steps  # noqa: E402
+from speed_peak import matmul_peak  # noqa: E402
 
 SCHEMA_VERSION = 1
 PRECISIONS = ("fp32", "tf32", "bf16")
@@ -61,11 +63,11 @@ def precision(kind: str) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def autocast(cfg: speed.BenchConfig, kind: str) -> contextlib.AbstractContextManager:
+def autocast(cfg: harness.BenchConfig, kind: str) -> contextlib.AbstractContextManager:
     return torch.autocast(cfg.device, dtype=torch.bfloat16) if kind == "bf16" else contextlib.nullcontext()
 
 
-def in_autocast(fn: Callable[[], Any], cfg: speed.BenchConfig, kind: str) -> Callable[[], Any]:
+def in_autocast(fn: Callable[[], Any], cfg: harness.BenchConfig, kind: str) -> Callable[[], Any]:
     """The whole step (forward, backward, optimizer) under autocast, as Lightning's bf16-mixed runs it."""
 
     def step() -> Any:
@@ -75,24 +77,26 @@ def in_autocast(fn: Callable[[], Any], cfg: speed.BenchConfig, kind: str) -> Cal
     return step
 
 
-def make_config(dry_run: bool, budget: float, repeats: int | None) -> speed.BenchConfig:
+def make_config(dry_run: bool, budget: float, repeats: int | None) -> harness.BenchConfig:
     if dry_run:
-        cfg = speed.make_config("cpu", quick=True, image_size=32, repeats=repeats or 1)
+        cfg = harness.make_config("cpu", quick=True, image_size=32, repeats=repeats or 1)
         cfg.batches.update(phase1=2, phase2=2, steal=2, enhance=2)
         cfg.matmul_size = 128
     else:
         if not torch.cuda.is_available():
             raise SystemExit("no CUDA device: run on the GPU machine, or use --dry-run on CPU")
-        cfg = speed.make_config("cuda", repeats=repeats or 3)
-        cfg.batches = dict(speed.PAPER_BATCHES)
+        cfg = harness.make_config("cuda", repeats=repeats or 3)
+        cfg.batches = dict(harness.PAPER_BATCHES)
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest algorithms
     cfg.budget_s = budget
     return cfg
 
 
-def timing_row(name: str, cfg: speed.BenchConfig, key: str, batch: int, timing: dict, kind: str, **extra: Any) -> dict:
+def timing_row(
+    name: str, cfg: harness.BenchConfig, key: str, batch: int, timing: dict, kind: str, **extra: Any
+) -> dict:
     dtype = "bf16-autocast" if kind == "bf16" else "fp32"
-    row = speed._row(name, cfg, key, batch, timing, precision=kind, dtype=dtype, **extra)
+    row = phase_steps.step_row(name, cfg, key, batch, timing, precision=kind, dtype=dtype, **extra)
     return row
 
 
@@ -108,14 +112,14 @@ def peak_for(row: dict, peak: dict) -> None:
 
 # --------------------------------------------------------------------------------------------- sections
 def section_phases(
-    cfg: speed.BenchConfig, budget: speed.Budget, peak: dict, precisions: tuple[str, ...] = PRECISIONS
+    cfg: harness.BenchConfig, budget: harness.Budget, peak: dict, precisions: tuple[str, ...] = PRECISIONS
 ) -> list[dict]:
     rows: list[dict] = []
     builders: dict[str, Callable[[int, str], Callable[[], Any]]] = {
-        "phase1": lambda b, k: speed.phase1_step(cfg, b, bf16=k == "bf16")[0],
+        "phase1": lambda b, k: phase_steps.phase1_step(cfg, b, bf16=k == "bf16")[0],
         "phase2": lambda b, k: phase2_fn(cfg, b, k),
-        "steal": lambda b, k: in_autocast(speed.steal_step(cfg, b)[0], cfg, k),
-        "enhance": lambda b, k: in_autocast(speed.enhance_step(cfg, b)[0], cfg, k),
+        "steal": lambda b, k: in_autocast(phase_steps.steal_step(cfg, b)[0], cfg, k),
+        "enhance": lambda b, k: in_autocast(phase_steps.enhance_step(cfg, b)[0], cfg, k),
     }
     for key, build in builders.items():
         for kind in precisions:
@@ -126,29 +130,31 @@ def section_phases(
             def run(b: int, key: str = key, kind: str = kind, build: Callable = build) -> dict:
                 with precision(kind):
                     step = build(b, kind)
-                    timing = speed.measure(step, cfg, budget, 0.1)
+                    timing = harness.measure(step, cfg, budget, 0.1)
                 return timing_row(key, cfg, key, b, timing, kind)
 
-            rows.append(guarded(lambda run=run, key=key: speed.fit_batch(cfg, key, run, even=key == "phase1"), key))
+            rows.append(
+                guarded(lambda run=run, key=key: phase_steps.fit_batch(cfg, key, run, even=key == "phase1"), key)
+            )
             peak_for(rows[-1], peak)
-            speed._collect(cfg)
+            harness.collect(cfg)
             empty_cache(cfg)
     return rows
 
 
-def phase2_fn(cfg: speed.BenchConfig, batch: int, kind: str, impl: str = "auto") -> Callable[[], None]:
-    module = speed.phase2_module(cfg)
+def phase2_fn(cfg: harness.BenchConfig, batch: int, kind: str, impl: str = "auto") -> Callable[[], None]:
+    module = phase_steps.phase2_module(cfg)
     inn = module.inn
     if impl != "auto":
         from ipmn_lightning.nets.inn import InvertibleMaskNet
 
-        inn = InvertibleMaskNet(**speed._configs(cfg)["inn"], impl=impl).to(cfg.device).train()
+        inn = InvertibleMaskNet(**phase_steps.net_configs(cfg)["inn"], impl=impl).to(cfg.device).train()
         inn.load_state_dict(module.inn.state_dict())
-    images = speed._images(batch, cfg.image_size, cfg.device, 0)
-    return speed.phase2_step(module, inn, images, cfg, bf16=kind == "bf16", record={})
+    images = phase_steps.random_batch(batch, cfg.image_size, cfg.device, 0)
+    return phase_steps.phase2_step(module, inn, images, cfg, bf16=kind == "bf16", record={})
 
 
-def section_inn_impl(cfg: speed.BenchConfig, budget: speed.Budget, peak: dict) -> list[dict]:
+def section_inn_impl(cfg: harness.BenchConfig, budget: harness.Budget, peak: dict) -> list[dict]:
     rows = []
     b = min(8, cfg.batches["phase2"])
     for kind in ("tf32", "bf16"):
@@ -156,11 +162,11 @@ def section_inn_impl(cfg: speed.BenchConfig, budget: speed.Budget, peak: dict) -
             steps = {impl: phase2_fn(cfg, b, kind, impl) for impl in ("split", "concat")}
             flops, memory = {}, {}
             for impl, fn in steps.items():  # one step each alone: FLOPs and peak memory (then timed interleaved)
-                mem = speed.Memory(cfg.device, not cfg.quick)
+                mem = harness.Memory(cfg.device, not cfg.quick)
                 mem.reset()
-                flops[impl] = speed.count_flops(fn, cfg)
+                flops[impl] = harness.count_flops(fn, cfg)
                 memory[impl] = mem.peak_mb()
-            results = speed.measure_interleaved(steps, cfg, budget, 0.1)
+            results = harness.measure_interleaved(steps, cfg, budget, 0.1)
         for impl, t in results.items():
             row = {"name": "phase2_inn_impl", "variant": impl, "precision": kind, "batch": b,
                    "layout": "channels_last" if impl == "split" else "NCHW", "flops": flops[impl],
@@ -168,43 +174,43 @@ def section_inn_impl(cfg: speed.BenchConfig, budget: speed.Budget, peak: dict) -
             peak_for(row, peak)
             rows.append(row)
         del steps
-        speed._collect(cfg)
+        harness.collect(cfg)
         empty_cache(cfg)
     return rows
 
 
-def section_channels_last(cfg: speed.BenchConfig, budget: speed.Budget, peak: dict) -> list[dict]:
+def section_channels_last(cfg: harness.BenchConfig, budget: harness.Budget, peak: dict) -> list[dict]:
     rows = []
     with precision("tf32"):
-        for key, build in (("phase1", speed.phase1_step), ("steal", speed.steal_step)):
+        for key, build in (("phase1", phase_steps.phase1_step), ("steal", phase_steps.steal_step)):
             b = cfg.batches[key]
             steps = {v: build(cfg, b, channels_last=v == "channels_last")[0] for v in ("contiguous", "channels_last")}
-            for variant, t in speed.measure_interleaved(steps, cfg, budget, 0.1).items():
+            for variant, t in harness.measure_interleaved(steps, cfg, budget, 0.1).items():
                 rows.append({"name": f"{key}_memory_format", "variant": variant, "precision": "tf32", "batch": b, **t})
             del steps
-            speed._collect(cfg)
+            harness.collect(cfg)
             empty_cache(cfg)
     return rows
 
 
-def section_compile(cfg: speed.BenchConfig, budget: speed.Budget, peak: dict) -> list[dict]:
+def section_compile(cfg: harness.BenchConfig, budget: harness.Budget, peak: dict) -> list[dict]:
     b = min(8, cfg.batches["phase2"])
     rows = []
     with precision("bf16"):
         eager = phase2_fn(cfg, b, "bf16")
         compiled_cfg = dataclasses.replace(cfg, compile=True)
-        module = speed.phase2_module(cfg)
-        images = speed._images(b, cfg.image_size, cfg.device, 0)
-        compiled = speed.phase2_step(module, module.inn, images, compiled_cfg, bf16=True, record={})
+        module = phase_steps.phase2_module(cfg)
+        images = phase_steps.random_batch(b, cfg.image_size, cfg.device, 0)
+        compiled = phase_steps.phase2_step(module, module.inn, images, compiled_cfg, bf16=True, record={})
         for variant, fn, variant_cfg in (("eager", eager, cfg), ("compiled", compiled, compiled_cfg)):
             # the compiled variant is not FLOP-counted: dynamo does not compile under the counter's dispatch mode
-            t = speed.measure(fn, variant_cfg, budget, 0.15)
+            t = harness.measure(fn, variant_cfg, budget, 0.15)
             rows.append({"name": "phase2_torch_compile", "variant": variant, "precision": "bf16", "batch": b,
                          "note": "compiled warmup_s includes the compilation", **t})  # fmt: skip
     return rows
 
 
-def section_bf16_run(cfg: speed.BenchConfig, budget: speed.Budget, steps: int, lr: float) -> dict:
+def section_bf16_run(cfg: harness.BenchConfig, budget: harness.Budget, steps: int, lr: float) -> dict:
     """A short phase-2 run of the real module under a Trainer in bf16-mixed and in fp32: loss curves, NaNs."""
     import pytorch_lightning as pl
 
@@ -223,7 +229,7 @@ def section_bf16_run(cfg: speed.BenchConfig, budget: speed.Budget, steps: int, l
 
     for trainer_precision in ("32-true", "bf16-mixed"):
         pl.seed_everything(0, workers=True)
-        module = speed.phase2_module(cfg)  # random frozen H, non-trivial INN weights, same for both runs
+        module = phase_steps.phase2_module(cfg)  # random frozen H, non-trivial INN weights, same for both runs
         module.hparams.lr = lr
         data = FaceSwapDataModule(image_size=cfg.image_size, batch_size=b, num_workers=0 if cfg.quick else 4,
                                   synthetic_sizes=(steps * b, b, b), seed=0)  # fmt: skip
@@ -236,7 +242,7 @@ def section_bf16_run(cfg: speed.BenchConfig, budget: speed.Budget, steps: int, l
         with precision("tf32"):
             start = time.perf_counter()
             trainer.fit(module, datamodule=data)
-            speed.synchronize(cfg.device)
+            harness.synchronize(cfg.device)
             seconds = time.perf_counter() - start
         curve = [float(v) for v in losses.losses]
         finite = [v for v in curve if math.isfinite(v)]
@@ -251,7 +257,7 @@ def section_bf16_run(cfg: speed.BenchConfig, budget: speed.Budget, steps: int, l
             "steps_per_s": len(curve) / seconds,
         }
         del module, trainer
-        speed._collect(cfg)
+        harness.collect(cfg)
         empty_cache(cfg)
     fp32, bf16 = out["runs"]["32-true"], out["runs"]["bf16-mixed"]
     if fp32["first_mean"] and bf16["first_mean"]:
@@ -262,7 +268,7 @@ def section_bf16_run(cfg: speed.BenchConfig, budget: speed.Budget, steps: int, l
 
 
 # ------------------------------------------------------------------------------------------------ run
-def empty_cache(cfg: speed.BenchConfig) -> None:
+def empty_cache(cfg: harness.BenchConfig) -> None:
     if cfg.device == "cuda":
         torch.cuda.empty_cache()
 
@@ -279,7 +285,7 @@ SECTIONS = ("phases", "inn_impl", "channels_last", "bf16_run", "compile")
 
 
 def run(
-    cfg: speed.BenchConfig,
+    cfg: harness.BenchConfig,
     out: Path,
     sections: tuple[str, ...] = SECTIONS,
     run_steps: int = 60,
@@ -287,17 +293,17 @@ def run(
     precisions: tuple[str, ...] = PRECISIONS,
 ) -> dict:
     """Run ``sections`` and write the JSON to ``out`` after each; returns the results."""
-    budget = speed.Budget(cfg.budget_s)
+    budget = harness.Budget(cfg.budget_s)
     torch.manual_seed(0)
     results: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "dry_run": cfg.quick,
-        "config": {**dataclasses.asdict(cfg), "paper_batches": speed.PAPER_BATCHES, "sections": list(sections)},
-        "environment": speed.environment(cfg),
+        "config": {**dataclasses.asdict(cfg), "paper_batches": harness.PAPER_BATCHES, "sections": list(sections)},
+        "environment": harness.environment(cfg),
     }
-    peak_rows = speed.matmul_peak(cfg)
+    peak_rows = matmul_peak(cfg)
     results["peak"] = {"start": peak_rows, "best": {k: v["gflops_per_s"] for k, v in peak_rows.items()}}
-    speed.write_json(out, results)
+    harness.write_json(out, results)
     for name in sections:
         # torch.compile of 48 dense blocks can take minutes: only with time to spare
         if budget.left() < (150 if name == "compile" else 20) and not cfg.quick:
@@ -315,9 +321,9 @@ def run(
         elif name == "bf16_run":
             results[name] = guarded(functools.partial(section_bf16_run, cfg, budget, run_steps, lr), name)
         results.setdefault("section_seconds", {})[name] = time.perf_counter() - start
-        speed.write_json(out, results)  # what is measured so far survives a run cut short
+        harness.write_json(out, results)  # what is measured so far survives a run cut short
     results["elapsed_s"] = budget.elapsed()
-    speed.write_json(out, results)
+    harness.write_json(out, results)
     return results
 
 
@@ -328,7 +334,7 @@ def format_table(results: dict) -> str:
     lines.append("matmul peak GFLOP/s: " + ", ".join(f"{k} {v:.4g}" for k, v in results["peak"]["best"].items()))
     rows = [r for r in results.get("phases", []) if "median_s" in r]
     if rows:
-        lines.append(speed._table(
+        lines.append(harness.table(
             ["phase", "precision", "batch", "step s", "img/s", "peak MB", "GFLOP/s", "of peak", "note"],
             [[r["name"], r["precision"], r["batch"], r["step_s"], r["images_per_s"], r["peak_mem_mb"],
               r.get("gflops_per_s"), r.get("fraction_of_peak"), r["batch_note"]] for r in rows],
@@ -336,7 +342,7 @@ def format_table(results: dict) -> str:
     for name in ("inn_impl", "channels_last", "compile"):
         section = results.get(name)
         if isinstance(section, list) and section:
-            lines.append(speed._table(
+            lines.append(harness.table(
                 ["experiment", "variant", "precision", "batch", "median s", "warm-up s"],
                 [[r["name"], r["variant"], r["precision"], r["batch"], r.get("median_s"), r.get("warmup_s")]
                  for r in section],
@@ -347,7 +353,8 @@ def format_table(results: dict) -> str:
     if isinstance(run_, dict) and "runs" in run_:
         for p, r in run_["runs"].items():
             lines.append(
-                f"{p}: loss {speed._fmt(r['first_mean'])} -> {speed._fmt(r['last_mean'])} over {run_['steps']} steps, "
+                f"{p}: loss {harness.fmt(r['first_mean'])} -> {harness.fmt(r['last_mean'])} "
+                f"over {run_['steps']} steps, "
                 f"NaN steps {r['nan_steps']}, skipped {r['skipped_steps']}, {r['steps_per_s']:.3g} steps/s"
             )
     lines.append(f"elapsed {results.get('elapsed_s', 0):.0f} s")
@@ -366,12 +373,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--precisions", default=",".join(PRECISIONS), help=f"of the phases section: {PRECISIONS}")
     args = parser.parse_args(argv)
     cfg = make_config(args.dry_run, args.budget, args.repeats)
-    sections = tuple(s.strip() for s in args.sections.split(",") if s.strip())
+    sections = harness.comma_list(args.sections)
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         parser.error(f"--sections: unknown {sorted(unknown)}; choose from {SECTIONS}")
     steps = args.run_steps or (3 if args.dry_run else 60)
-    precisions = tuple(p.strip() for p in args.precisions.split(",") if p.strip())
+    precisions = harness.comma_list(args.precisions)
     if set(precisions) - set(PRECISIONS):
         parser.error(f"--precisions: choose from {PRECISIONS}")
     results = run(cfg, args.out, sections, steps, args.run_lr, precisions)

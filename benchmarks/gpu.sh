@@ -3,6 +3,7 @@
 #   bash benchmarks/gpu.sh                 # on the GPU machine, from anywhere
 #   bash benchmarks/gpu.sh --dry-run       # the same code paths on CPU with tiny networks
 # Extra arguments go to benchmarks/gpu.py (e.g. --budget 400, --sections phases,bf16_run).
+# gpu.py builds on the speed benchmarks' harness (harness.py, phase_steps.py, speed_peak.py): they travel with it.
 # The JSON is rewritten after every section, so a run stopped by the time limit keeps what it measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,14 +1,14 @@
 """HiNet's formulation of the coupling network, as a speed and correctness reference (issue 7).
 
-Written from the description in ``shared/reference/methods.md`` §1 (HiNet, Jing et al. 2021), not
-from HiNet's code, and deliberately without any of the library's optimisations:
+Written from the structure of HiNet (Jing et al. 2021; github.com/TomTomTommi/HiNet @ 5c2682a), not from
+HiNet's code, and deliberately without any of the library's optimisations:
 
-* Haar DWT by strided slicing (``x[:, :, 0::2, :] / 2`` ...) and ``torch.cat`` of the subbands; the
-  IWT scatters the four pixel phases into a zero-filled tensor with strided assignments (§1.3);
-* every dense block is five 3x3 convolutions on explicit ``torch.cat`` concatenations, one call per
-  subnet (phi, rho, eta), ``nn.LeakyReLU(inplace=True)`` (slope 0.01), no residual (§1.2);
+* Haar DWT by strided slicing (``x[:, :, 0::2, :] / 2`` ...) and ``torch.cat`` of the subbands; the IWT scatters the
+  four pixel phases into a zero-filled tensor with strided assignments (HiNet's ``modules/Unet_common.py``);
+* every dense block is five 3x3 convolutions on explicit ``torch.cat`` concatenations, one call per subnet (phi,
+  rho, eta), ``nn.LeakyReLU(inplace=True)`` (slope 0.01), no residual (HiNet's ``rrdb_denselayer.py``);
 * each invertible block takes and returns the 24-channel ``cat(host, hidden)`` tensor and splits it
-  with ``narrow`` (§1.1), as HiNet's ``INV_block`` does;
+  with ``narrow``, as HiNet's ``INV_block`` (``invblock.py``) does;
 * float32, NCHW (contiguous) tensors, no fusion, no channels-last, no custom autograd.
 
 :func:`from_invertible_mask_net` copies the weights of an

@@ -1,1 +1,4 @@
-"""Image attacks on protected images: the distortions of Tables 3, 4 and 11 and training's random distortion (bottom layer)."""
+"""Image attacks on protected images (bottom layer).
+
+The distortions of Tables 3, 4 and 11, and training's random distortion (:mod:`~ipmn_lightning.attacks.distortions`).
+"""

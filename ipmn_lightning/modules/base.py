@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torchvision.utils import make_grid
 
 from ipmn_lightning.core.files import atomic_save_image
-from ipmn_lightning.phases import FROZEN_KEY, LEGACY_TAGS, PHASE_KEY, CheckpointError
+from ipmn_lightning.phases import FROZEN_KEY, PHASE_KEY, CheckpointError, check_phase_tag
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -49,9 +49,11 @@ class IPMNModule(pl.LightningModule):
         """Rebuild the frozen networks (weights follow in ``load_state_dict``) when reloading this phase.
 
         Raises:
-            CheckpointError: the checkpoint is of another phase (e.g. ``--ckpt_path`` given as a URL).
+            CheckpointError: the checkpoint is of another phase (e.g. ``--ckpt_path`` given as a URL), or its
+                tag is not a phase of this version.
         """
-        phase = LEGACY_TAGS.get(checkpoint.get(PHASE_KEY), checkpoint.get(PHASE_KEY))
+        phase = checkpoint.get(PHASE_KEY)
+        check_phase_tag(phase, f"the checkpoint given to {type(self).__name__}")
         if phase is not None and phase != self.phase:
             raise CheckpointError(
                 f"the checkpoint is of phase {phase!r} but {type(self).__name__} trains {self.phase!r}; "

@@ -78,8 +78,8 @@ class WatermarkPretrainModule(IPMNModule):
         nc_threshold: NC above which an extraction succeeds (0.95, §4).
         robust_extraction: add a second ℓ_wext (eqs. 15-18) on copies of x_wm and x_m after a random
             distortion of the kind images meet when shared (JPEG, resize, blur, noise, 8-bit rounding; see
-            :class:`~ipmn_lightning.attacks.distortions.RandomDistortion`), so that R learns to read through them. Not in
-            the paper; validation then also reports ``val/sr_e_jpeg75``.
+            :class:`~ipmn_lightning.attacks.distortions.RandomDistortion`), so that R learns to read through them.
+            Not in the paper; validation then also reports ``val/sr_e_jpeg75``.
         robust_p_clean: share of the distorted copies left undistorted (only 8-bit rounding).
         robust_jpeg_qualities: JPEG qualities drawn from.
         robust_embedder_gradient: scale of the gradient that reaches H through the distorted copies. 0 (default)

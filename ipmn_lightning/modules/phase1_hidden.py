@@ -21,12 +21,12 @@ The watermark as a message, and what NC and SR_E mean for it:
   message is decoded essentially perfectly (all bits right, with values near ±1). The usual HiDDeN measure,
   the bit accuracy (share of sign(decoded) == message), is logged beside it (``val/bit_acc``).
 
-Training follows HiDDeN's ``train_on_batch`` (methods.md §7): random ±1 messages per image and step (so R learns
-to read any message, not only the owner's), D stepped on cover x_m against encoded x_wm, then E+R stepped on
-g = λ_adv·BCE(D(x_wm), cover) + λ_enc·MSE(x_wm, x_m) + λ_dec·MSE(R(x_wm), message), each with its own Adam
-(lr 1e-3, Adam's default betas). IPMN's use is noise-free (``noise: identity``); ``noise: distortions`` passes
-x_wm through :class:`~ipmn_lightning.attacks.distortions.RandomDistortion` before R in training (not HiDDeN's noise
-layers, which are not reproduced here).
+Training follows HiDDeN's ``train_on_batch`` (github.com/ando-khachatryan/HiDDeN @ 556f76d): random ±1 messages per
+image and step (so R learns to read any message, not only the owner's), D stepped on cover x_m against encoded x_wm,
+then E+R stepped on g = λ_adv·BCE(D(x_wm), cover) + λ_enc·MSE(x_wm, x_m) + λ_dec·MSE(R(x_wm), message), each with
+its own Adam (lr 1e-3, Adam's default betas). IPMN's use is noise-free (``noise: identity``); ``noise: distortions``
+passes x_wm through :class:`~ipmn_lightning.attacks.distortions.RandomDistortion` before R in training (not HiDDeN's
+noise layers, which are not reproduced here).
 """
 
 from __future__ import annotations

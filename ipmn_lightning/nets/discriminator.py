@@ -1,4 +1,8 @@
-"""Discriminator D (DMW ``Discriminator``, methods.md §5.3 and §9.4)."""
+"""Discriminator D (DMW ``Discriminator``).
+
+Upstream: Deep Model Watermarking ("DMW", Zhang et al. AAAI 2020; github.com/ZJZAC/Deep-Model-Watermarking @
+129120d), ``models/Discriminator.py``. The paper gives no layout for D: DMW's patch discriminator is our default.
+"""
 
 from __future__ import annotations
 

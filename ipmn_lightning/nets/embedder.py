@@ -1,4 +1,8 @@
-"""Watermark embedding network H (DMW ``UnetGenerator``, methods.md §5.1 and §9.4)."""
+"""Watermark embedding network H (DMW ``UnetGenerator``).
+
+Upstream: Deep Model Watermarking ("DMW", Zhang et al. AAAI 2020; github.com/ZJZAC/Deep-Model-Watermarking @
+129120d), ``models/HidingUNet.py``. The paper names only a U-Net: DMW's depth and widths are our default.
+"""
 
 from __future__ import annotations
 

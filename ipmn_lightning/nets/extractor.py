@@ -1,4 +1,9 @@
-"""Watermark extractor network R (DMW ``HidingRes``, the "CEILNet-like" net; methods.md §5.2, §9.4)."""
+"""Watermark extractor network R (DMW ``HidingRes``, the "CEILNet-like" net).
+
+Upstream: Deep Model Watermarking ("DMW", Zhang et al. AAAI 2020; github.com/ZJZAC/Deep-Model-Watermarking @
+129120d), ``models/HidingRes.py``, whose layout follows CEILNet (github.com/fqnchina/CEILNet @ 80e4695). The paper
+gives no layout for R: DMW's is our default.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """HiDDeN's encoder, decoder and discriminator (Zhu et al., ECCV 2018), the baseline of IPMN §4.3.2 (Tables 8-9).
 
-Architecture as in methods.md §7 / §9.7 (no code taken from it): every block is a 3x3 convolution (stride 1,
-padding 1), batch norm and ReLU; the networks are fully convolutional, so they run at any image size.
+Architecture as in HiDDeN's PyTorch port (github.com/ando-khachatryan/HiDDeN @ 556f76d; no code taken from it):
+every block is a 3x3 convolution (stride 1, padding 1), batch norm and ReLU; the networks are fully convolutional,
+so they run at any image size.
 
 The networks take and return images in [0, 1] like IPMN's H and R, so that they drop into phase 2, 3a and the
 evaluation unchanged; inside they work on [-1, 1] images as HiDDeN does (its ``Normalize(0.5, 0.5)``).

@@ -1,4 +1,7 @@
-"""Weight initialisation of the DMW networks (``weights_init``, methods.md §5.4)."""
+"""Weight initialisation of the DMW networks (``weights_init`` in Deep Model Watermarking's ``main.py``).
+
+Upstream: github.com/ZJZAC/Deep-Model-Watermarking @ 129120d ("DMW").
+"""
 
 from __future__ import annotations
 

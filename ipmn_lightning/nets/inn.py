@@ -1,9 +1,9 @@
 """The invertible putting-on/off mask network (IPMN §3.2.3-3.2.4, eqs. 3-8).
 
-This is HiNet's invertible network (methods.md §1.1-1.3, §9.3), also used unchanged by IMN:
-``K`` affine coupling blocks acting on the orthonormal Haar coefficients of two images. The host
-branch carries the watermarked mask ``x_wm`` and the hidden branch the protected face ``x_p``
-(12 + 12 wavelet channels for RGB). Each block updates
+This is HiNet's invertible network (github.com/TomTomTommi/HiNet @ 5c2682a: ``hinet.py``, ``invblock.py``,
+``rrdb_denselayer.py``), also used unchanged by IMN (github.com/coriverchen/IMN @ f5e5190): ``K`` affine coupling
+blocks acting on the orthonormal Haar coefficients of two images. The host branch carries the watermarked mask
+``x_wm`` and the hidden branch the protected face ``x_p`` (12 + 12 wavelet channels for RGB). Each block updates
 
 * host' = host + phi(hidden)                                   (eq. 3)
 * hidden' = hidden * e(rho(host')) + eta(host')                (eq. 4)
@@ -232,8 +232,8 @@ class InvertibleMaskNet(nn.Module):
     The host branch is the Haar DWT of the watermarked mask ``x_wm`` and the hidden branch the
     DWT of the protected face ``x_p``. After ``K`` coupling blocks the host branch is turned back
     into the watermarked masked face ``x_wmf`` by the IWT; the hidden branch is the lost matrix
-    ``M``, which is **kept in the wavelet domain** (where HiNet/IMN draw its replacement ``z``,
-    methods.md §9.3 item 10). Images are never clamped inside the network.
+    ``M``, which is **kept in the wavelet domain** (where HiNet's and IMN's ``train.py`` draw its replacement
+    ``z``). Images are never clamped inside the network.
 
     Args:
         num_blocks: number of coupling blocks ``K`` (paper: 16).

@@ -1,4 +1,7 @@
-"""Frozen VGG16 feature extractor for the perceptual loss of H (methods.md §5.4 and §9.4).
+"""Frozen VGG16 feature extractor for the perceptual loss of H.
+
+As in Deep Model Watermarking ("DMW"; github.com/ZJZAC/Deep-Model-Watermarking @ 129120d: ``vgg.py``, the loss on
+``relu2_2`` in ``main.py``); the paper names no layer, so DMW's is our default.
 
 Weights are never downloaded: they come from a local file or from torch's hub cache, which
 torchvision fills when it downloads ``VGG16_Weights`` once on a machine with internet.

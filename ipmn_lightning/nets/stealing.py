@@ -1,4 +1,9 @@
-"""Stealing models SM: the attacker's imitations of the black-box mask network (methods.md §5.6, §9.5).
+"""Stealing models SM: the attacker's imitations of the black-box mask network.
+
+The stealers follow Deep Model Watermarking's surrogate-model attack ("DMW";
+github.com/ZJZAC/Deep-Model-Watermarking @ 129120d: ``SR attack/``, built on DeblurGAN and pix2pix); where the paper
+names a stealer without its layout (``cnet``, the block of ``res9`` and ``res16``), our default is said at the
+class.
 
 Each stealer maps ``cat(protected, replacement)`` (6 channels) to an imitation of the watermarked
 masked face. Following the DMW surrogate code, the network works on data in [-1, 1] and ends in a

@@ -1,8 +1,9 @@
 """pix2pix U-Net generator, shared by the watermark embedder H and the ``unet`` stealing model.
 
-The structure follows the pix2pix ``UnetGenerator`` used by Deep-Model-Watermarking (methods.md §5.1):
-every level halves the resolution with a 4x4 stride-2 convolution and the decoder mirrors it with 4x4
-stride-2 transposed convolutions, concatenating the encoder activation of the same level (skip).
+The structure follows the pix2pix ``UnetGenerator`` used by Deep Model Watermarking
+(github.com/ZJZAC/Deep-Model-Watermarking @ 129120d, ``models/HidingUNet.py``): every level halves the resolution
+with a 4x4 stride-2 convolution and the decoder mirrors it with 4x4 stride-2 transposed convolutions, concatenating
+the encoder activation of the same level (skip).
 """
 
 from __future__ import annotations

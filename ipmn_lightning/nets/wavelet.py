@@ -1,10 +1,10 @@
 """Orthonormal one-level 2-D Haar wavelet transform (DWT) and its exact inverse (IWT).
 
-The layout follows HiNet/IMN (methods.md §1.3, §9.3 item 9): for an input with ``C`` channels
-the output has ``4 * C`` channels in **subband-major** order ``[LL, HL, LH, HH] x C``, i.e.
-channels ``0..C-1`` are the LL subbands of every input channel, ``C..2C-1`` the HL subbands, and
-so on. With ``a = x[..., 0::2, 0::2]``, ``b = x[..., 1::2, 0::2]``, ``c = x[..., 0::2, 1::2]``
-and ``d = x[..., 1::2, 1::2]``::
+The layout follows HiNet (github.com/TomTomTommi/HiNet @ 5c2682a, ``modules/Unet_common.py``) and IMN
+(github.com/coriverchen/IMN @ f5e5190), which shares it: for an input with ``C`` channels the output has ``4 * C``
+channels in **subband-major** order ``[LL, HL, LH, HH] x C``, i.e. channels ``0..C-1`` are the LL subbands of every
+input channel, ``C..2C-1`` the HL subbands, and so on. With ``a = x[..., 0::2, 0::2]``, ``b = x[..., 1::2, 0::2]``,
+``c = x[..., 0::2, 1::2]`` and ``d = x[..., 1::2, 1::2]``::
 
     LL = ( a + b + c + d) / 2      HL = (-a - b + c + d) / 2
     LH = (-a + b - c + d) / 2      HH = ( a - b - c + d) / 2

@@ -1,6 +1,8 @@
 """Smoke tests of benchmarks/: the HiNet reference equals our INN, and speed.py's JSON has its structure.
 
-Behaviour only: no timing is asserted (the speed requirements are checked by running
+``speed.py`` is the entry point of the speed benchmarks; the harness (``harness.py``), the phases' steps
+(``phase_steps.py``) and one file per benchmark (``speed_<name>.py``) are imported by file name, as the scripts
+import each other. Behaviour only: no timing is asserted (the speed requirements are checked by running
 ``python benchmarks/speed.py``, see benchmarks/README.md).
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import runpy
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -28,7 +31,7 @@ def _load(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # speed.py imports hinet_reference by this name
+    sys.modules[name] = module  # the benchmarks import each other (harness, hinet_reference, ...) by name
     spec.loader.exec_module(module)
     return module
 
@@ -173,11 +176,13 @@ def test_gpu_script_dry_run_on_cpu(speed: ModuleType, tmp_path: Path) -> None:
 
 
 def test_flop_count_of_a_matmul(speed: ModuleType) -> None:
-    cfg = speed.make_config("cpu", quick=True)
+    harness = _load("harness")
+    cfg = harness.make_config("cpu", quick=True)
     a, b = torch.rand(8, 16), torch.rand(16, 4)
-    assert speed.count_flops(lambda: a @ b, cfg) == 2 * 8 * 16 * 4
+    assert harness.count_flops(lambda: a @ b, cfg) == 2 * 8 * 16 * 4
     cfg.flops = False
-    assert speed.count_flops(lambda: a @ b, cfg) is None
+    assert harness.count_flops(lambda: a @ b, cfg) is None
+    assert speed.count_flops is harness.count_flops  # speed.py keeps re-exporting the harness
 
 
 def test_speed_main_parses_arguments_and_writes_the_file(speed: ModuleType, tmp_path: Path) -> None:
@@ -192,7 +197,24 @@ def test_speed_main_parses_arguments_and_writes_the_file(speed: ModuleType, tmp_
         speed.main(["--quick", "--batch", "nonsense=2", "--out", str(out)])
 
 
+def test_one_benchmark_file_runs_its_section_alone(speed: ModuleType, tmp_path: Path, monkeypatch) -> None:
+    """``python benchmarks/speed_inference.py [speed.py options]`` = ``speed.py --sections inference``."""
+    out = tmp_path / "inference.json"
+    monkeypatch.setattr(sys, "argv", ["speed_inference.py", "--quick", "--image-size", "32", "--out", str(out)])
+    runpy.run_path(str(BENCHMARKS / "speed_inference.py"), run_name="__main__")
+    loaded = json.loads(out.read_text())
+    assert [r["name"] for r in loaded["inference"]] == ["protect", "recover", "protect", "recover"]
+    assert loaded["training"] == [] and loaded["data"] == []
+
+
+def test_every_benchmark_file_is_under_500_lines() -> None:
+    files = sorted(BENCHMARKS.glob("*.py"))
+    assert {"harness.py", "phase_steps.py", "speed.py", "speed_training.py"} <= {f.name for f in files}
+    assert [f.name for f in files if len(f.read_text().splitlines()) >= 500] == []
+
+
 def test_fit_batch_halves_on_cuda_out_of_memory_and_says_why(speed: ModuleType) -> None:
+    phase_steps = _load("phase_steps")
     cfg = speed.make_config("cpu", quick=True)
     cfg.batches["phase1"] = 8
     tried = []
@@ -203,7 +225,7 @@ def test_fit_batch_halves_on_cuda_out_of_memory_and_says_why(speed: ModuleType) 
             raise torch.cuda.OutOfMemoryError("fake OOM")
         return b
 
-    assert speed.fit_batch(cfg, "phase1", run, even=True) == 2
+    assert phase_steps.fit_batch(cfg, "phase1", run, even=True) == 2
     assert tried == [8, 4, 2] and cfg.batches["phase1"] == 2
     assert "out of memory" in cfg.batch_notes["phase1"]
 

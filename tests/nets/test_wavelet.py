@@ -9,7 +9,8 @@ from ipmn_lightning.nets.wavelet import HaarDWT, HaarIWT, haar_dwt, haar_iwt, ma
 
 
 def _slicing_dwt(x: torch.Tensor) -> torch.Tensor:
-    # HiNet's formulation (methods.md §1.3), the reference for layout and signs.
+    # HiNet's formulation (github.com/TomTomTommi/HiNet @ 5c2682a, modules/Unet_common.py): the reference for the
+    # layout and the signs.
     x01 = x[:, :, 0::2, :] / 2
     x02 = x[:, :, 1::2, :] / 2
     x1, x2 = x01[..., 0::2], x02[..., 0::2]
