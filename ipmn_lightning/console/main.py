@@ -16,9 +16,9 @@ from jsonargparse import auto_cli
 
 from ipmn_lightning import __version__
 from ipmn_lightning.console.masks import masks_check, masks_generate, masks_pairs, rewrite_generator_flags
+from ipmn_lightning.core.errors import IPMNError
 from ipmn_lightning.diffface.commands import masks_convert_diffface
 from ipmn_lightning.inference.roles import protect, recover, verify
-from ipmn_lightning.phases import CheckpointError
 from ipmn_lightning.training.lightning_cli import TRAINER_COMMANDS, build_cli
 from ipmn_lightning.workflows.evaluation import evaluate
 from ipmn_lightning.workflows.pipeline import pipeline
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args and args[0] in TRAINER_COMMANDS:
         try:
             build_cli(args)
-        except CheckpointError as err:
+        except IPMNError as err:  # every error on bad input (a checkpoint, a config path, a file) is an IPMNError
             print(f"error: {err}", file=sys.stderr)
             return 2
         return 0
@@ -71,4 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             auto_cli(COMMANDS, args=args or ["--help"], **options)
         except SystemExit as stop:
             return int(stop.code or 0)
-    return int(auto_cli(COMMANDS, args=rewrite_generator_flags(args), **options) or 0)
+    try:
+        return int(auto_cli(COMMANDS, args=rewrite_generator_flags(args), **options) or 0)
+    except IPMNError as err:  # a command that did not catch its own bad input still exits 2 with the message
+        print(f"error: {err}", file=sys.stderr)
+        return 2

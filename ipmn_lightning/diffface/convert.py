@@ -27,6 +27,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from ipmn_lightning.core.errors import IPMNError
 from ipmn_lightning.core.files import atomic_path
 from ipmn_lightning.diffface.unet import DIFFFACE_CONFIG, DiffFaceUNet, attention_levels
 
@@ -46,7 +47,7 @@ ENCODER_KEY = "ipmn_identity_encoder"
 DIFFFACE_PHASE = "diffface"
 
 
-class DiffFaceWeightsError(ValueError):
+class DiffFaceWeightsError(IPMNError):
     """A DiffFace weights file is missing, unreadable or does not fit the network."""
 
 

@@ -16,13 +16,15 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ipmn_lightning.core.errors import IPMNError
+
 __all__ = ["FaceWeightsError", "is_torchscript_file", "load_strict", "read_state_dict"]
 
 #: Keys under which training scripts nest a state dict.
 _WRAPPERS = ("state_dict", "model", "net", "params")
 
 
-class FaceWeightsError(ValueError):
+class FaceWeightsError(IPMNError):
     """A face network's weights file is missing, not a plain state dict, or of another architecture."""
 
 

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ipmn_lightning.core.errors import IPMNError
+
 __all__ = [
     "FACES_EXTRA_HINT",
     "DlibFaceAnalyzer",
@@ -40,7 +42,7 @@ __all__ = [
 FACES_EXTRA_HINT = 'pip install "ipmn-lightning[faces]"'
 
 
-class FacesExtraMissingError(ImportError):
+class FacesExtraMissingError(IPMNError, ImportError):
     """The optional face-analysis packages (dlib, face-recognition-models, OpenCV) are not installed."""
 
 

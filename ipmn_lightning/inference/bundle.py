@@ -30,6 +30,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from ipmn_lightning import __version__
+from ipmn_lightning.core.errors import IPMNError
 from ipmn_lightning.core.files import atomic_path
 from ipmn_lightning.metrics.functional import NC_THRESHOLD
 from ipmn_lightning.phases import (
@@ -66,7 +67,7 @@ _ROLE = {
 }
 
 
-class BundleError(ValueError):
+class BundleError(IPMNError):
     """A bundle file is missing, unreadable, of the other kind, of an unsupported version or incomplete."""
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ipmn_lightning.core.errors import IPMNError
 from ipmn_lightning.phases.builders import embedder_config, extractor_config, inn_config, stealer_config
 from ipmn_lightning.phases.registry import FROZEN_KEY, PHASE1, PHASE2, PHASE3_STEAL, PHASE_KEY, PHASES
 from ipmn_lightning.phases.sender import watermark_position
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(IPMNError):
     """An earlier-phase checkpoint is missing, unreadable or of the wrong phase."""
 
 

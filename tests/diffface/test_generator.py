@@ -12,8 +12,8 @@ from ipmn_lightning.diffface.convert import save_diffface
 from ipmn_lightning.diffface.facenets import TorchScriptModule
 from ipmn_lightning.diffface.generator import DiffFaceMaskGenerator, landmark_face_mask
 from ipmn_lightning.faces.generators import generator_class, make_mask_generator, resolve_path
-from tests.helpers.diffface import FAST, TinyRecogniser, dlib_checkpoint, tiny_net
 from tests.fakes.faces import FakeAnalyzer, FakeEncoder
+from tests.helpers.diffface import FAST, TinyRecogniser, dlib_checkpoint, tiny_net
 
 
 def test_landmark_mask_is_zero_outside_the_hull():

@@ -11,8 +11,8 @@ pytest.importorskip("diffusers")
 from ipmn_lightning.data.mask_store import check_store
 from ipmn_lightning.diffface.generator import DiffFaceMaskGenerator
 from ipmn_lightning.diffface.predict import ShardIndices, generate_masks_lightning, tool_options
-from tests.helpers.diffface import FAST, dlib_checkpoint
 from tests.fakes.faces import FakeAnalyzer, FakeEncoder, face_folder
+from tests.helpers.diffface import FAST, dlib_checkpoint
 
 
 def test_shards_and_tool_options():

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from ipmn_lightning.core.errors import IPMNError
 from ipmn_lightning.core.files import atomic_write_text
 from ipmn_lightning.data.images import SPLITS
 
@@ -54,7 +55,7 @@ class PairRecord:
     mask: str
 
 
-class MaskStoreError(ValueError):
+class MaskStoreError(IPMNError):
     """A mask store is malformed or does not match its images.
 
     Args:
