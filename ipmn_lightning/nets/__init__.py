@@ -1,4 +1,4 @@
-"""Pure ``torch.nn`` networks of IPMN (no Lightning): H, R, D, the INN, the stealers and VGG features.
+"""Pure ``torch.nn`` networks of IPMN (no Lightning): H, R, D, the INN, the stealers, VGG features and HiDDeN.
 
 ``VGGFeatures`` (the perceptual loss's VGG16, :mod:`ipmn_lightning.nets.perceptual`) is imported on first use:
 it needs torchvision, whose import takes seconds, and the inference layer (``IPMN``, ``ipmn protect``) never
