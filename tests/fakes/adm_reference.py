@@ -1,6 +1,7 @@
 """A guided-diffusion (ADM) DiffFace UNet for tests: a random state dict in its key layout, and its forward.
 
-Written from the structure of DiffFace's guided-diffusion ADM UNet (github.com/hxngiee/DiffFace @ b7bef83) and our diffusers port (ResBlocks with scale-shift norm and avg-pool/nearest
+Written from the structure of DiffFace's guided-diffusion ADM UNet (github.com/hxngiee/DiffFace @ b7bef83) and
+our diffusers port (ResBlocks with scale-shift norm and avg-pool/nearest
 resampling, legacy per-head qkv attention, [cos, sin] timestep embedding, identity MLP added to the time
 embedding), not copied from guided-diffusion.
 """
