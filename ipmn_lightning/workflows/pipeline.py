@@ -12,7 +12,8 @@ phases, configs, arguments, checkpoints, final validation metrics, seeds, versio
 Running the same pipeline again skips finished phases (even if their config changed since: delete
 ``<output>/<name>`` to retrain one) and continues an interrupted one from its ``last.ckpt``. At the end it
 writes ``<output>/bundles/{service,verifier}.safetensors`` (:mod:`ipmn_lightning.workflows.bundles`) and
-(``evaluate``) the report of :mod:`ipmn_lightning.workflows.evaluation` (``<output>/report.md``, ``report.json``, ``examples.png``).
+(``evaluate``) the report of :mod:`ipmn_lightning.workflows.evaluation` (``<output>/report.md``, ``report.json``,
+``examples.png``).
 """
 
 from __future__ import annotations
