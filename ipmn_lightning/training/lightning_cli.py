@@ -267,3 +267,19 @@ def parse_config(args: Sequence[str]) -> Namespace:
         config = parsed.config
         return config[config["subcommand"]]
     raise AssertionError("unreachable: _ParseOnlyCLI always raises _Parsed")
+
+
+def data_settings(*configs: str | os.PathLike[str]) -> dict[str, Any]:
+    """The data module's arguments of config files (e.g. ``configs/data/synthetic.yaml``), merged as ``ipmn fit`` does.
+
+    Args:
+        configs: YAML files with a ``data`` section (a data config, a phase config), later ones winning.
+
+    Returns:
+        Every argument of :class:`~ipmn_lightning.datamodules.face_swap.FaceSwapDataModule`, defaults included.
+    """
+    # the base module stands in for a model: only the data section is read
+    args = ["fit", "--model=ipmn_lightning.modules.IPMNModule"]
+    for config in configs:
+        args += ["--config", str(config)]
+    return parse_config(args)["data"].as_dict()
