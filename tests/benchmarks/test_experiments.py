@@ -88,7 +88,7 @@ def test_phase_given_by_checkpoint_is_not_trained(held_out_run, tmp_path):
 def test_experiments_benchmark_report_from_run_reports(held_out_run):
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "experiments.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "experiments.py"
     spec = importlib.util.spec_from_file_location("experiments_benchmark", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -30,7 +30,7 @@ from ipmn_lightning.modules import (
 )
 from tests.helpers import SIZE, TINY_PHASE1, TINY_PHASE2, tiny_data, tiny_trainer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DDP_OVERLAY = REPO / "configs" / "trainer" / "ddp.yaml"
 
 

@@ -14,7 +14,7 @@ from ipmn_lightning.inference.bundle import load_bundle
 from ipmn_lightning.workflows.pipeline import _checkpoint_callbacks, run_pipeline
 from tests.helpers import TINY_PHASE1, TINY_PHASE2
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TRAINER = {"accelerator": "cpu", "devices": 1, "max_epochs": 1, "limit_train_batches": 2,
            "limit_val_batches": 1, "num_sanity_val_steps": 0, "enable_progress_bar": "false",
            "enable_model_summary": "false", "logger": "false"}  # fmt: skip

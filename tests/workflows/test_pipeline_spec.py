@@ -56,3 +56,21 @@ def test_two_token_overrides_and_an_extra_config_reach_every_phase(tmp_path, mon
         assert seen[name]["train_limit"] == 2048, name  # configs/data/faces.yaml, the pipeline's data config
         assert seen[name]["mask_store"] == str((tmp_path / "run" / "masks_store").resolve()), name
     assert seen["steal_unet"]["train_part"] == "attacker" and seen["phase1"]["train_part"] == "owner"
+
+
+def test_every_data_config_is_named_by_a_shipped_pipeline_and_composes_with_its_phases():
+    pipelines = [
+        p for p in [*(REPO / "configs").rglob("*pipeline*.yaml"), *(REPO / "benchmarks/pipelines").glob("*.yaml")]
+    ]
+    named: dict[str, list[dict]] = {}
+    for path in pipelines:
+        spec = yaml.safe_load(path.read_text())
+        assert spec.get("data"), f"{path}: a pipeline names its data config"
+        named.setdefault(spec["data"], []).append(spec)
+    shipped = {p.relative_to(REPO).as_posix() for p in (REPO / "configs/data").glob("*.yaml")}
+    assert shipped == set(named) and {"configs/data/synthetic.yaml", "configs/data/faces.yaml"} <= shipped
+    for data, specs in named.items():
+        for phase in {p["config"] for spec in specs for p in spec["phases"]}:
+            settings = parse_config(["fit", "--config", str(REPO / data), "--config", str(REPO / phase)])
+            assert settings["data"]["source"] == yaml.safe_load((REPO / data).read_text())["data"]["source"]
+            assert settings["data"]["train_part"] in ("owner", "attacker"), phase
