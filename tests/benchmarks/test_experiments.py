@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_pipeline import write_pipeline
 
 from ipmn_lightning.console.main import main
+from tests.workflows.test_pipeline import write_pipeline
 
 PHASES = [
     {"name": "phase1", "config": "phase1.yaml"},
