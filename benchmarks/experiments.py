@@ -98,8 +98,10 @@ def run_one(
             phase.config = str(REPO / phase.config)
     if phase1 is not None and phases[0].name == "phase1":
         phases[0].checkpoint = phase1
+    data = spec.get("data")  # the data config every phase composes (configs/data/*.yaml)
+    data = str(REPO / data) if data and not Path(data).is_absolute() else data
     tic = time.time()
-    code = pipeline(phases=phases, output=str(out / name), checkpoint=spec.get("checkpoint", "last"),
+    code = pipeline(phases=phases, output=str(out / name), data=data, checkpoint=spec.get("checkpoint", "last"),
                     overrides=[*(spec.get("overrides") or []), *overrides], evaluate=True)  # fmt: skip
     if code != 0:
         raise SystemExit(f"{name}: the pipeline stopped; rerun this command to continue")

@@ -3,6 +3,11 @@
 The CLI runs in subclass mode: the YAML's ``model.class_path`` picks the phase module
 (:data:`~ipmn_lightning.phases.PHASES`) and the data module is shared. The console script is
 :mod:`ipmn_lightning.console.main`.
+
+A config without a ``ModelCheckpoint`` in ``trainer.callbacks`` gets the default one (:func:`default_checkpoints`):
+``<trainer.default_root_dir>/checkpoints/<phase>-epochNNNN.ckpt`` and ``last.ckpt``, no version counter. Its
+phase-specific settings are the config's ``checkpoint:`` group (:class:`CheckpointSettings`). :func:`parse_config`
+gives the merged namespace of a command line (every ``--config`` and override) without instantiating anything.
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ import importlib
 import os
 import pickle
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from jsonargparse import Namespace
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from ipmn_lightning.callbacks import ExactResume, IPMNSaveConfigCallback, default_wandb_run_name
@@ -22,6 +29,94 @@ from ipmn_lightning.modules import IPMNModule
 from ipmn_lightning.phases import CheckpointError, load_phase_checkpoint
 
 TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
+MODEL_CHECKPOINT = "pytorch_lightning.callbacks.ModelCheckpoint"
+# the file names of the checkpoints the configs used to declare: <prefix>-epoch0003.ckpt
+CHECKPOINT_PREFIXES = {
+    "ipmn_lightning.modules.HiddenPretrainModule": "hidden-phase1",
+    "phase1": "phase1",
+    "phase2": "phase2",
+    "phase3_steal": "steal",
+    "phase3_enhance": "enhance",
+}
+
+
+@dataclass
+class CheckpointSettings:
+    """The phase's settings of the default checkpoint (a config's ``checkpoint:`` group).
+
+    Args:
+        monitor: keep the top-1 checkpoint by this metric (``None``: the newest epoch).
+        mode: ``min`` or ``max`` of ``monitor``.
+        every_epoch_last: write ``last.ckpt`` after every training epoch, not only when a checkpoint is saved
+            (after a validation, or with ``monitor`` only on a new best), so a crash loses at most one epoch and
+            the next phase never reads an older one.
+    """
+
+    monitor: str | None = None
+    mode: Literal["min", "max"] = "min"
+    every_epoch_last: bool = False
+
+
+def _class_path(value: Any) -> str:
+    """``class_path`` of a callback entry (a Namespace, a dict or a class path string)."""
+    if isinstance(value, str):
+        return value
+    return str(value.get("class_path", "") if isinstance(value, (dict, Namespace)) else "")
+
+
+def has_model_checkpoint(callbacks: Any) -> bool:
+    """Whether a ``trainer.callbacks`` value (one entry or a list) declares a ``ModelCheckpoint``."""
+    entries = callbacks if isinstance(callbacks, list) else [callbacks] if callbacks else []
+    return any(_class_path(c).endswith("ModelCheckpoint") for c in entries)
+
+
+def checkpoint_prefix(class_path: str | None) -> str:
+    """The checkpoint file prefix of a phase module (``phase1``, ``phase2``, ``steal``, ``enhance``)."""
+    if class_path in CHECKPOINT_PREFIXES:
+        return CHECKPOINT_PREFIXES[class_path]
+    module_name, _, name = str(class_path or "").rpartition(".")
+    try:
+        phase = getattr(getattr(importlib.import_module(module_name), name, None), "phase", None)
+    except (ImportError, ValueError):
+        phase = None
+    return CHECKPOINT_PREFIXES.get(phase, name.lower() or "model")
+
+
+def default_checkpoints(
+    class_path: str | None, default_root_dir: str | None, settings: CheckpointSettings | None = None
+) -> list[dict[str, Any]]:
+    """The ``ModelCheckpoint`` entries the CLI adds to a config that has none.
+
+    The settings every shipped config used to repeat: a fixed folder (so the next phase finds ``last.ckpt``),
+    ``<prefix>-epoch{epoch:04d}`` file names, ``save_last`` and no version counter (a rerun replaces
+    ``last.ckpt``, the file the next phase reads, instead of writing ``last-v1.ckpt``).
+
+    Args:
+        class_path: the model's class path (picks the file prefix).
+        default_root_dir: ``trainer.default_root_dir``; ``None`` keeps Lightning's folder (the logger's).
+        settings: the config's ``checkpoint:`` group.
+
+    Returns:
+        ``class_path``/``init_args`` entries for ``trainer.callbacks``.
+    """
+    settings = settings or CheckpointSettings()
+    init_args: dict[str, Any] = {"filename": f"{checkpoint_prefix(class_path)}-epoch{{epoch:04d}}",
+                                 "auto_insert_metric_name": False, "save_last": True,
+                                 "enable_version_counter": False}  # fmt: skip
+    if default_root_dir is not None:
+        init_args = {"dirpath": str(Path(default_root_dir) / "checkpoints"), **init_args}
+    if settings.monitor is not None:
+        init_args.update(monitor=settings.monitor, mode=settings.mode)
+    elif settings.every_epoch_last:
+        init_args["save_on_train_epoch_end"] = True
+    entries = [{"class_path": MODEL_CHECKPOINT, "init_args": init_args}]
+    if settings.monitor is not None and settings.every_epoch_last:
+        # a second checkpoint whose one rolling file is last.ckpt itself, written after every epoch
+        last = {"filename": "last", "save_on_train_epoch_end": True, "enable_version_counter": False}
+        entries.append({"class_path": MODEL_CHECKPOINT, "init_args": {**init_args, **last, "save_last": None}})
+        for key in ("monitor", "mode", "auto_insert_metric_name", "save_last"):
+            entries[-1]["init_args"].pop(key)
+    return entries
 
 
 class IPMNCLI(LightningCLI):
@@ -86,13 +181,25 @@ class IPMNCLI(LightningCLI):
         self.config = parser.parse_args(args)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Link ``data.image_size`` to every phase's ``image_size``."""
+        """Link ``data.image_size`` to every phase's ``image_size``; the default checkpoint's ``checkpoint:`` group."""
         parser.link_arguments("data.image_size", "model.init_args.image_size")
+        parser.add_class_arguments(CheckpointSettings, "checkpoint")
 
     def before_instantiate_classes(self) -> None:
-        """Name an unnamed W&B run after its phase (outside sweeps, where the agent names the runs)."""
+        """Add the default checkpoint to a config without one; name an unnamed W&B run after its phase."""
         config = self.config.get(self.subcommand) if self.subcommand else self.config
-        if config is None or os.environ.get("WANDB_SWEEP_ID"):
+        if config is None:
+            return
+        callbacks = config.get("trainer.callbacks")
+        if config.get("trainer.enable_checkpointing") is not False and not has_model_checkpoint(callbacks):
+            settings = CheckpointSettings(**(config.get("checkpoint") or Namespace()).as_dict())
+            added = default_checkpoints(
+                config.get("model.class_path"), config.get("trainer.default_root_dir"), settings
+            )
+            entries = callbacks if isinstance(callbacks, list) else [callbacks] if callbacks else []
+            config["trainer.callbacks"] = [*entries, *(Namespace(class_path=c["class_path"],
+                                            init_args=Namespace(**c["init_args"])) for c in added)]  # fmt: skip
+        if os.environ.get("WANDB_SWEEP_ID"):
             return
         loggers = config.get("trainer.logger")
         for logger in loggers if isinstance(loggers, list) else [loggers]:
@@ -104,16 +211,11 @@ class IPMNCLI(LightningCLI):
                     )
 
 
-def build_cli(args: Sequence[str] | None = None, run: bool = True) -> IPMNCLI:
-    """Build (and by default run) the training CLI; ``args=None`` reads ``sys.argv``.
-
-    Args:
-        args: the command line, e.g. ``["fit", "--config", "configs/phase1.yaml"]``.
-        run: run the subcommand (otherwise only parse and instantiate).
-    """
-    return IPMNCLI(
-        IPMNModule,
-        FaceSwapDataModule,
+def _cli_kwargs() -> dict[str, Any]:
+    """The LightningCLI arguments of every ``ipmn`` trainer command."""
+    return dict(
+        model_class=IPMNModule,
+        datamodule_class=FaceSwapDataModule,
         subclass_mode_model=True,
         seed_everything_default=0,
         # never fails on an existing config.yaml; feeds the W&B run config (ipmn_lightning/callbacks.py)
@@ -121,6 +223,63 @@ def build_cli(args: Sequence[str] | None = None, run: bool = True) -> IPMNCLI:
         save_config_kwargs={"overwrite": True},
         # appended to the configured callbacks: per-rank seeds under DDP, random state in checkpoints
         trainer_defaults={"callbacks": [ExactResume()]},
-        args=list(args) if args is not None else None,
-        run=run,
     )
+
+
+def build_cli(args: Sequence[str] | None = None, run: bool = True) -> IPMNCLI:
+    """Build (and by default run) the training CLI; ``args=None`` reads ``sys.argv``.
+
+    Args:
+        args: the command line, e.g. ``["fit", "--config", "configs/phase1.yaml"]``.
+        run: run the subcommand (otherwise only parse and instantiate).
+    """
+    return IPMNCLI(**_cli_kwargs(), args=list(args) if args is not None else None, run=run)
+
+
+class _Parsed(Exception):
+    """Carries the parsed namespace out of :class:`_ParseOnlyCLI` before anything is instantiated."""
+
+    def __init__(self, config: Namespace) -> None:
+        super().__init__("parsed")
+        self.config = config
+
+
+class _ParseOnlyCLI(IPMNCLI):
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        raise _Parsed(self.config)
+
+
+def parse_config(args: Sequence[str]) -> Namespace:
+    """The merged config of a trainer command line, parsed as ``ipmn fit`` does, without instantiating it.
+
+    Args:
+        args: e.g. ``["fit", "--config", "configs/data/synthetic.yaml", "--config", "configs/demo/phase1.yaml",
+            "--data.root", "DIR"]``: every ``--config`` file and override, in order (last wins).
+
+    Returns:
+        The subcommand's namespace (``data``, ``model.class_path``, ``model.init_args``, ``trainer``, ...),
+        before the default checkpoint is added.
+    """
+    try:
+        _ParseOnlyCLI(**_cli_kwargs(), args=list(args), run=True)
+    except _Parsed as parsed:
+        config = parsed.config
+        return config[config["subcommand"]]
+    raise AssertionError("unreachable: _ParseOnlyCLI always raises _Parsed")
+
+
+def data_settings(*configs: str | os.PathLike[str]) -> dict[str, Any]:
+    """The data module's arguments of config files (e.g. ``configs/data/synthetic.yaml``), merged as ``ipmn fit`` does.
+
+    Args:
+        configs: YAML files with a ``data`` section (a data config, a phase config), later ones winning.
+
+    Returns:
+        Every argument of :class:`~ipmn_lightning.datamodules.face_swap.FaceSwapDataModule`, defaults included.
+    """
+    # the base module stands in for a model: only the data section is read
+    args = ["fit", "--model=ipmn_lightning.modules.IPMNModule"]
+    for config in configs:
+        args += ["--config", str(config)]
+    return parse_config(args)["data"].as_dict()

@@ -1,59 +1,51 @@
 """``ipmn pipeline``: train every phase in order, chain their checkpoints, export the bundles, evaluate.
 
-A pipeline file is the config of the command (``ipmn pipeline --config configs/demo/pipeline.yaml``)::
-
-    output: runs/demo            # everything goes under here
-    checkpoint: last             # or best: which checkpoint a phase hands to the next
-    phases:
-      - {name: phase1, config: configs/demo/phase1.yaml}
-      - {name: phase2, config: configs/demo/phase2.yaml}
-      - {name: steal_unet, config: configs/demo/phase3_steal.yaml, args: ["--model.init_args.stealer=unet"]}
-      - {name: enhance, config: configs/demo/phase3_enhance.yaml}
-
-A pipeline over real photos may start with a ``masks`` step that fills the mask store before phase 1
-(``ipmn masks generate``; ``configs/faces/pipeline.yaml``)::
-
-    masks: {generator: landmark, image_size: 128, workers: 2}   # store: <output>/masks_store
+The pipeline file and each phase's settings: :mod:`ipmn_lightning.workflows.pipeline_spec`.
 
 Each phase runs through the code path of ``ipmn fit`` (:func:`ipmn_lightning.training.lightning_cli.build_cli`) in
-``<output>/<name>``, with its checkpoints pinned to ``<output>/<name>/checkpoints``. The ``phase1_ckpt``,
+``<output>/<name>`` (``--trainer.default_root_dir``), so its checkpoints are ``<output>/<name>/checkpoints``
+(the CLI's default checkpoint; a config's own ModelCheckpoints are pinned there). The ``phase1_ckpt``,
 ``phase2_ckpt`` and ``stealer_ckpt`` arguments a phase's model accepts are filled in from the earlier
 phases (``stealer_ckpt``: every stealing phase). ``<output>/manifest.json`` is rewritten after every step:
 phases, configs, arguments, checkpoints, final validation metrics, seeds, versions, wall times.
 
 Running the same pipeline again skips finished phases (even if their config changed since: delete
 ``<output>/<name>`` to retrain one) and continues an interrupted one from its ``last.ckpt``. At the end it
-writes ``<output>/bundles/{service,verifier}.safetensors`` and (``evaluate``) the report of
-:mod:`ipmn_lightning.workflows.evaluation` (``<output>/report.md``, ``report.json``, ``examples.png``).
+writes ``<output>/bundles/{service,verifier}.safetensors`` (:mod:`ipmn_lightning.workflows.bundles`) and
+(``evaluate``) the report of :mod:`ipmn_lightning.workflows.evaluation` (``<output>/report.md``, ``report.json``,
+``examples.png``).
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 import os
 import platform
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning
 import torch
-import yaml
+from jsonargparse import Namespace
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from ipmn_lightning import __version__
 from ipmn_lightning.core.files import atomic_write_text
-from ipmn_lightning.datamodules.face_swap import FaceSwapDataModule
-from ipmn_lightning.inference.bundle import BundleError, export_service_bundle, export_verifier_bundle
-from ipmn_lightning.inference.facade import IPMN
-from ipmn_lightning.metrics.functional import quantize_8bit
 from ipmn_lightning.phases import PHASE1, PHASE2, PHASE3_ENHANCE, PHASE3_STEAL, PHASES
-from ipmn_lightning.training.lightning_cli import build_cli
+from ipmn_lightning.training.lightning_cli import build_cli, has_model_checkpoint, parse_config
+from ipmn_lightning.workflows.bundles import clean_nc_reference, export_bundles
+from ipmn_lightning.workflows.bundles import relative_to as _relative
 from ipmn_lightning.workflows.evaluation import run_evaluation
 from ipmn_lightning.workflows.manifest import MANIFEST, load_manifest
+from ipmn_lightning.workflows.pipeline_spec import (
+    MasksStep,
+    PhaseSpec,
+    model_class,
+    phase_kind,
+    phase_settings,
+    read_pipeline_file,
+)
 
 __all__ = [
     "MANIFEST",
@@ -71,76 +63,17 @@ __all__ = [
 CKPT_ARGS = {phase.ckpt_argument: key for key, phase in PHASES.items()}
 
 
-@dataclass
-class PhaseSpec:
-    """One phase of a pipeline.
+def _make_masks(step: MasksStep, first: Namespace, out: Path, previous: dict) -> dict:
+    """Run the masks step (skipped when an earlier run finished it); returns its manifest record.
 
-    Args:
-        name: the phase's folder under ``output`` and its key in the manifest (unique).
-        config: the phase's YAML, as given to ``ipmn fit --config``.
-        args: extra ``ipmn fit`` arguments for this phase only, e.g. ``["--model.init_args.stealer=unet"]``.
-        held_out: a stealing phase whose model the enhancement never sees: trained like the others and scored in
-            Table 10 as an unseen attacker (paper §4.4.1: the owner cannot know the attacker's architecture).
-        stealers: an enhancement phase's stealing phases, by name (default: every earlier one not ``held_out``).
-            ``["all"]`` gives it every earlier stealing phase, held-out ones included. The verifier bundle and the
-            report's "enhanced R" come from the last enhancement phase with the default; the others are variants,
-            reported beside it.
-        checkpoint: a phase trained elsewhere: its checkpoint is used as it is (the config still says its kind).
+    ``first``: the first phase's merged settings (:func:`phase_settings`): its ``data.root`` and ``data.source``.
     """
-
-    name: str
-    config: str
-    args: list[str] = field(default_factory=list)
-    held_out: bool = False
-    stealers: list[str] | None = None
-    checkpoint: str | None = None
-
-
-@dataclass
-class MasksStep:
-    """The optional first step: generate the mask store x_m = MG(x_p, x_r) (``ipmn masks generate``).
-
-    The store is filled before phase 1 and every phase reads it (``--data.mask_store``); a rerun finishes
-    what an interrupted one left, as ``ipmn masks generate`` does.
-
-    Args:
-        generator: the mask generator (see ``ipmn masks generate``).
-        image_size: side of the square masks (at least the phases' ``data.image_size``).
-        workers: processes.
-        seed: seed of the pairing.
-        identity_sample: new masks checked with the recogniser for the identity statistics of the summary.
-        root: the dataset folder (default: ``--data.root`` of the overrides, else of the first phase's config).
-        source: ``celeba`` or ``folder`` (default: as ``root``, from ``--data.source``).
-        store: the store folder (default ``<output>/masks_store``: the dataset folder is never written to).
-    """
-
-    generator: str = "landmark"
-    image_size: int = 256
-    workers: int = 1
-    seed: int = 0
-    identity_sample: int = 32
-    root: str | None = None
-    source: Literal["celeba", "folder"] | None = None
-    store: str | None = None
-
-
-def _data_setting(name: str, phases: list[PhaseSpec], extra: list[str]) -> Any:
-    """``data.<name>`` as the first phase will see it: its config, then its args and the overrides (last wins)."""
-    value = ((yaml.safe_load(Path(phases[0].config).read_text()) or {}).get("data") or {}).get(name)
-    for arg in [*phases[0].args, *extra]:
-        if arg.startswith(f"--data.{name}="):
-            value = arg.split("=", 1)[1]
-    return value
-
-
-def _make_masks(step: MasksStep, phases: list[PhaseSpec], extra: list[str], out: Path, previous: dict) -> dict:
-    """Run the masks step (skipped when an earlier run finished it); returns its manifest record."""
     from ipmn_lightning.faces.analysis import require_faces_extra
     from ipmn_lightning.workflows.masks import generate_masks
 
     require_faces_extra("the pipeline's masks step")
-    root = step.root or _data_setting("root", phases, extra)
-    source = step.source or _data_setting("source", phases, extra)
+    root = step.root or first.get("data.root")
+    source = step.source or first.get("data.source")
     if not root or source not in ("celeba", "folder"):
         raise ValueError(
             f"the masks step needs a dataset of real photos: got data.root={root!r}, data.source={source!r}; "
@@ -160,33 +93,19 @@ def _make_masks(step: MasksStep, phases: list[PhaseSpec], extra: list[str], out:
     return {**record, "status": "finished", "summary": summary, "wall_time_s": time.time() - tic}
 
 
-def _model_class(spec: PhaseSpec) -> type:
-    """The LightningModule class a phase trains (``model.class_path`` of its YAML or of its args)."""
-    path = Path(spec.config)
-    if not path.is_file():
-        raise FileNotFoundError(f"phase {spec.name!r}: no config file {path}")
-    model = (yaml.safe_load(path.read_text()) or {}).get("model") or {}
-    class_path = model.get("class_path") if isinstance(model, dict) else model
-    for arg in spec.args:
-        if arg.startswith(("--model.class_path=", "--model=")):
-            class_path = arg.split("=", 1)[1]
-    if not class_path:
-        raise ValueError(f"phase {spec.name!r}: {path} has no model.class_path")
-    module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module or "ipmn_lightning.modules"), name)
+def _checkpoint_callbacks(config: str | os.PathLike[str] | list[Any], dirpath: Path) -> str:
+    """``--trainer.callbacks=[...]``: a config's callbacks, every ModelCheckpoint writing to ``dirpath``.
 
-
-def phase_kind(model_class: type) -> str:
-    """The phase key (:data:`~ipmn_lightning.phases.PHASES`) a module class trains (``other`` otherwise)."""
-    phase = getattr(model_class, "phase", None)
-    return phase if phase in PHASES else "other"
-
-
-def _checkpoint_callbacks(config: str, dirpath: Path) -> str:
-    """``--trainer.callbacks=[...]``: the YAML's callbacks, every ModelCheckpoint writing to ``dirpath``."""
-    trainer = (yaml.safe_load(Path(config).read_text()) or {}).get("trainer") or {}
-    callbacks = trainer.get("callbacks") or []
-    callbacks = [callbacks] if isinstance(callbacks, dict) else list(callbacks)
+    Args:
+        config: the merged ``trainer.callbacks`` of a phase, or a config file (parsed as ``ipmn fit`` does; a
+            trainer overlay without a model is parsed with the base module).
+        dirpath: the phase's ``checkpoints`` folder.
+    """
+    if isinstance(config, (str, os.PathLike)):
+        config = parse_config(["fit", "--model=ipmn_lightning.modules.IPMNModule", "--config", str(config)])
+        config = config.get("trainer.callbacks") or []
+    callbacks = [c.as_dict() if isinstance(c, Namespace) else c for c in config]
+    callbacks = [{"class_path": c} if isinstance(c, str) else c for c in callbacks]
     checkpoints = [
         c for c in callbacks if isinstance(c, dict) and str(c.get("class_path", "")).endswith("ModelCheckpoint")
     ]
@@ -216,15 +135,6 @@ def newest_last_checkpoint(folder: str | os.PathLike[str]) -> Path | None:
     return max(candidates, key=lambda p: (p.stat().st_mtime_ns, p.name)) if candidates else None
 
 
-def _relative(path: str | Path, root: Path) -> str:
-    """``path`` relative to the output folder when inside it (the manifest survives moving the folder)."""
-    path = Path(path).resolve()
-    try:
-        return str(path.relative_to(root.resolve()))
-    except ValueError:
-        return str(path)
-
-
 def _versions() -> dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "pytorch_lightning": pytorch_lightning.__version__, "ipmn_lightning": __version__}  # fmt: skip
@@ -242,8 +152,8 @@ def _fit(spec: PhaseSpec, args: list[str], root: Path, mode: str) -> dict[str, A
     chosen = best if mode == "best" else (last or best)
     if not chosen or not Path(chosen).is_file():
         raise RuntimeError(f"phase {spec.name!r} saved no checkpoint; keep checkpointing on in {spec.config}")
-    accepted = inspect.signature(type(cli.datamodule).__init__).parameters
-    data = {k: list(v) if isinstance(v, tuple) else v for k, v in cli.datamodule.hparams.items() if k in accepted}
+    # the data module's arguments as parsed (every --config and override), for the bundles and the evaluation
+    data = cli.config[cli.subcommand]["data"].as_dict()
     return {
         "status": "finished" if trainer.state.status.value == "finished" else trainer.state.status.value,
         "checkpoint": _relative(chosen, root.parent),
@@ -273,17 +183,24 @@ def _enhancement_stealers(spec: PhaseSpec, stealing: dict[str, tuple[str, bool]]
 
 def _phase_args(
     spec: PhaseSpec,
-    model_class: type,
+    settings: Namespace,
+    data: str | None,
     root: Path,
     done: dict[str, list[str]],
     extra: list[str],
     stealers: list[str] | None = None,
 ) -> list[str]:
-    """The ``ipmn fit`` arguments of a phase, with the earlier phases' checkpoints injected."""
-    accepted = inspect.signature(model_class.__init__).parameters
-    callbacks = _checkpoint_callbacks(spec.config, root / "checkpoints")
-    args = ["fit", "--config", spec.config, f"--trainer.default_root_dir={root}",
-            "--trainer.enable_checkpointing=true", callbacks]  # fmt: skip
+    """The ``ipmn fit`` arguments of a phase, with the earlier phases' checkpoints injected.
+
+    ``settings``: the phase's merged settings; its ``model.init_args`` are the arguments its module accepts.
+    """
+    accepted = (settings.get("model.init_args") or Namespace()).keys()
+    args = ["fit", *(["--config", str(data)] if data else []), "--config", spec.config,
+            f"--trainer.default_root_dir={root}", "--trainer.enable_checkpointing=true"]  # fmt: skip
+    callbacks = settings.get("trainer.callbacks")
+    callbacks = callbacks if isinstance(callbacks, list) else [callbacks] if callbacks else []
+    if has_model_checkpoint(callbacks):  # the config's own checkpoints; otherwise the CLI's default writes there
+        args.append(_checkpoint_callbacks(callbacks, root / "checkpoints"))
     for argument, source in CKPT_ARGS.items():
         if source == PHASE3_STEAL and argument in accepted and stealers is not None:
             args.append(f"--model.init_args.{argument}={json.dumps(stealers)}")
@@ -297,6 +214,7 @@ def pipeline(
     *,
     phases: list[PhaseSpec],
     output: str,
+    data: str | None = None,
     checkpoint: Literal["last", "best"] = "last",
     overrides: list[str] | None = None,
     seed: int | None = None,
@@ -309,8 +227,10 @@ def pipeline(
         phases: the phases, in training order (phase 1, phase 2, stealing attacks, enhancement).
         output: folder of everything the pipeline writes (one sub-folder per phase, ``manifest.json``,
             ``bundles/``, the report).
+        data: the data config (e.g. ``configs/data/synthetic.yaml``), applied to every phase before its own
+            config as an extra ``--config``.
         checkpoint: which checkpoint of a phase the next phases get: ``last`` or ``best`` (top-1 of its
-            ModelCheckpoint's monitor).
+            first ModelCheckpoint's monitor: a config's ``checkpoint.monitor``).
         overrides: ``ipmn fit`` arguments appended to every phase, e.g. ``["--trainer.max_epochs=1"]``.
         seed: ``seed_everything`` of every phase (default: each config's own).
         evaluate: write the evaluation report at the end.
@@ -325,7 +245,7 @@ def pipeline(
     previous = {r["name"]: r for r in earlier.get("phases", [])}
     extra = [*([f"--seed_everything={seed}"] if seed is not None else []), *(overrides or [])]
     manifest: dict[str, Any] = {"format": "ipmn-pipeline", "format_version": 1, "output": str(output),
-                                "checkpoint": checkpoint, "overrides": extra, "versions": _versions(),
+                                "data": data, "checkpoint": checkpoint, "overrides": extra, "versions": _versions(),
                                 "phases": []}  # fmt: skip
 
     def save() -> None:
@@ -335,7 +255,8 @@ def pipeline(
         manifest["masks"] = {"name": "masks", "kind": "masks", "status": "running"}
         save()
         try:
-            manifest["masks"] = _make_masks(masks, phases, extra, out, earlier.get("masks") or {})
+            first = phase_settings(phases[0], data, extra)
+            manifest["masks"] = _make_masks(masks, first, out, earlier.get("masks") or {})
         except BaseException as err:
             manifest["masks"].update(status="failed", error=f"{type(err).__name__}: {err}")
             raise
@@ -350,8 +271,8 @@ def pipeline(
     main_enhancement: str | None = None
     started = time.time()
     for index, spec in enumerate(phases, 1):
-        model_class = _model_class(spec)
-        kind, root, step = phase_kind(model_class), out / spec.name, f"[{index}/{len(phases)}] {spec.name}"
+        settings = phase_settings(spec, data, extra)
+        kind, root, step = phase_kind(model_class(settings)), out / spec.name, f"[{index}/{len(phases)}] {spec.name}"
         record = previous.get(spec.name, {})
         enhanced_on = _enhancement_stealers(spec, stealing) if kind == PHASE3_ENHANCE else None
         if spec.checkpoint is not None:
@@ -366,7 +287,7 @@ def pipeline(
             record["reused"] = True
         else:
             chosen = None if enhanced_on is None else [stealing[name][0] for name in enhanced_on]
-            args = _phase_args(spec, model_class, root, done, extra, chosen)
+            args = _phase_args(spec, settings, data, root, done, extra, chosen)
             last = newest_last_checkpoint(root / "checkpoints") or root / "checkpoints" / "last.ckpt"
             resumed = last.is_file()
             args += [f"--ckpt_path={last}"] if resumed else []
@@ -426,71 +347,6 @@ def pipeline(
     return 0
 
 
-def clean_nc_reference(
-    verifier: str | os.PathLike[str],
-    data: dict[str, Any],
-    service: str | os.PathLike[str] | None = None,
-    limit: int = 1536,
-) -> list[float]:
-    """R's NCs on clean images of the test split, as 8-bit images: x_m, x_p and (with ``service``) x'_p.
-
-    These are the images an owner must never confuse with watermarked ones; ``ipmn verify`` turns an
-    observed NC into a p-value against them.
-
-    Args:
-        verifier: the verifier bundle (R, w).
-        data: the data module's arguments (as recorded in the manifest).
-        service: the service bundle, to add the recovered faces x'_p (z seeded per batch).
-        limit: at most this many NCs.
-
-    Returns:
-        The NCs, in the test split's order (x_m, x_p, x'_p per batch).
-    """
-    model = IPMN.load(service_bundle=service, verifier_bundle=verifier)
-    module = FaceSwapDataModule(**{**data, "num_workers": 0, "flip": False})
-    module.setup("test")
-    ncs: list[float] = []
-    for index, batch in enumerate(module.test_dataloader()):
-        sources = [batch["mask"], batch["protected"]]
-        if model.inn is not None:
-            sources.append(model.recover(model.protect(batch["protected"], batch["mask"]), seed=index)[0])
-        for images in sources:
-            ncs += [v.nc for v in model.verify(quantize_8bit(images))]
-        if len(ncs) >= limit:
-            break
-    return ncs[:limit]
-
-
-def export_bundles(out: Path, done: dict[str, list[str]], data: dict[str, Any] | None = None) -> dict[str, str]:
-    """Write ``<out>/bundles/``: ``service.safetensors`` (phase 2), ``verifier.safetensors`` (R).
-
-    With ``data`` (the data module's arguments), the verifier bundle also carries ``clean_nc_reference``: R's NCs
-    on the clean images of the test split (:func:`clean_nc_reference`).
-    """
-    bundles: dict[str, str] = {}
-    try:
-        if done[PHASE2]:
-            service = export_service_bundle(done[PHASE2][-1], out / "bundles" / "service.safetensors")
-            bundles["service"] = str(service)
-        extractor = (done[PHASE3_ENHANCE] or done[PHASE1] or [None])[-1]
-        if extractor is not None:
-            bundles["verifier"] = str(export_verifier_bundle(extractor, out / "bundles" / "verifier.safetensors"))
-    except BundleError as err:  # a baseline run (HiDDeN): evaluated from its checkpoints, no bundles
-        print(f"no bundles: {err}")
-        return {}
-    if extractor is not None and data:
-        try:
-            reference = clean_nc_reference(bundles["verifier"], data, bundles.get("service"))
-        except (OSError, ValueError) as err:  # the data moved or changed: the bundle stays usable without it
-            print(f"warning: verifier bundle without clean_nc_reference ({type(err).__name__}: {err})")
-        else:
-            export_verifier_bundle(extractor, bundles["verifier"], clean_nc_reference=reference)
-            print(f"verifier bundle: {len(reference)} clean-image reference NCs (for p-values in ipmn verify)")
-    for role, path in bundles.items():
-        print(f"{role} bundle: {path}")
-    return {role: _relative(path, out) for role, path in bundles.items()}
-
-
 def run_pipeline(
     config: str | os.PathLike[str],
     *,
@@ -501,20 +357,17 @@ def run_pipeline(
     """Python entry point: run the pipeline file ``config``; returns the manifest.
 
     Args:
-        config: the pipeline YAML (``output``, ``checkpoint``, ``phases``, optional ``overrides``, ``seed``,
-            ``evaluate``).
+        config: the pipeline YAML (``output``, ``checkpoint``, ``phases``, optional ``data``, ``overrides``,
+            ``seed``, ``evaluate``, ``masks``).
         overrides: arguments appended to every phase after the file's own ``overrides``.
         output: replaces the file's ``output``.
         evaluate: replaces the file's ``evaluate``.
     """
-    spec = yaml.safe_load(Path(config).read_text()) or {}
-    unknown = set(spec) - {"output", "checkpoint", "phases", "overrides", "seed", "evaluate", "masks"}
-    if unknown:
-        raise ValueError(f"{config}: unknown pipeline keys {sorted(unknown)}")
+    spec = read_pipeline_file(config)
     phases = [PhaseSpec(**p) for p in spec.get("phases") or []]
     out = output or spec["output"]
     code = pipeline(
-        phases=phases, output=out, checkpoint=spec.get("checkpoint", "last"),
+        phases=phases, output=out, data=spec.get("data"), checkpoint=spec.get("checkpoint", "last"),
         overrides=[*(spec.get("overrides") or []), *(overrides or [])], seed=spec.get("seed"),
         evaluate=spec.get("evaluate", True) if evaluate is None else evaluate,
         masks=MasksStep(**spec["masks"]) if spec.get("masks") else None,

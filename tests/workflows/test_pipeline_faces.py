@@ -16,6 +16,7 @@ import ipmn_lightning.workflows.masks as generate
 from ipmn_lightning.console.main import main
 from ipmn_lightning.data.mask_store import check_store
 from ipmn_lightning.faces.generators import LandmarkMaskGenerator
+from ipmn_lightning.training.lightning_cli import data_settings
 from ipmn_lightning.workflows.evaluation import run_evaluation
 from ipmn_lightning.workflows.pipeline import run_pipeline
 from tests.fakes.faces import FakeAnalyzer, FakeEncoder, face_folder
@@ -98,6 +99,7 @@ def test_faces_pipeline_parses(capsys):
     spec = yaml.safe_load(capsys.readouterr().out)
     assert spec["masks"]["generator"] == "landmark" and spec["masks"]["image_size"] >= 64
     assert [p["name"] for p in spec["phases"]] == ["phase1", "phase2", "steal_unet", "enhance"]
+    assert spec["data"] == "configs/data/faces.yaml"  # named once, composed into every phase
     for phase in spec["phases"]:
-        data = yaml.safe_load((REPO / phase["config"]).read_text())["data"]
+        data = data_settings(REPO / spec["data"], REPO / phase["config"])
         assert data["source"] == "folder" and data["image_size"] <= spec["masks"]["image_size"]

@@ -18,14 +18,12 @@ Outputs (written atomically): ``report.md`` (each table beside the paper's numbe
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
-import yaml
 from PIL import Image, ImageDraw
 from torch import Tensor
 from torchvision.utils import make_grid
@@ -41,6 +39,7 @@ from ipmn_lightning.faces.privacy import (
 )
 from ipmn_lightning.modules import ExtractorEnhanceModule, InvertibleMaskModule
 from ipmn_lightning.phases import PHASE3_ENHANCE, PHASE3_STEAL, PHASES, build, load_phase_checkpoint, load_submodule
+from ipmn_lightning.training.lightning_cli import data_settings
 from ipmn_lightning.workflows.manifest import load_manifest
 
 __all__ = ["PAPER", "evaluate", "run_evaluation"]
@@ -413,7 +412,8 @@ def run_evaluation(
         stealer_ckpt: stealing-attack checkpoints.
         held_out_stealer_ckpt: more stealing-attack checkpoints, marked unseen for the enhanced R (Table 10).
         enhance_ckpt: extractor-enhancement checkpoint (optional: without it only the phase-1 R is reported).
-        data_config: a phase YAML whose ``data`` section picks the evaluation images (default: the run's).
+        data_config: a YAML whose ``data`` section picks the evaluation images, e.g. ``configs/data/synthetic.yaml``
+            (default: the run's).
         split: evaluate on the ``test`` or the ``val`` split.
         limit_batches: evaluate only this many batches.
         out: report folder (default: ``run``, else ``evaluation``).
@@ -438,11 +438,10 @@ def run_evaluation(
         if not checkpoints.get(needed):
             raise ValueError(f"evaluate needs {needed}: pass --run <pipeline output> or --{needed}")
     if data_config is not None:
-        data = (yaml.safe_load(Path(data_config).read_text()) or {}).get("data") or {}
+        data = data_settings(data_config)
     if not data:
-        raise ValueError("evaluate needs the data settings: pass --run or --data_config <phase yaml>")
-    accepted = inspect.signature(FaceSwapDataModule.__init__).parameters
-    datamodule = FaceSwapDataModule(**{k: v for k, v in data.items() if k in accepted})
+        raise ValueError("evaluate needs the data settings: pass --run or --data_config <data yaml>")
+    datamodule = FaceSwapDataModule(**data)
     datamodule.setup("validate" if split == "val" else "test")
     loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
     target = Path(out or run or "evaluation")
@@ -520,7 +519,8 @@ def evaluate(
         stealer_ckpt: stealing-attack checkpoints (overrides the run's).
         held_out_stealer_ckpt: stealers the enhanced R never saw, scored as unseen in Table 10.
         enhance_ckpt: extractor-enhancement checkpoint (overrides the run's).
-        data_config: a phase YAML whose ``data`` section gives the evaluation images (default: the run's).
+        data_config: a YAML whose ``data`` section gives the evaluation images, e.g. ``configs/data/synthetic.yaml``
+            (default: the run's).
         split: ``test`` or ``val``.
         limit_batches: evaluate only this many batches.
         out: report folder (default: the run folder, else ``evaluation``).

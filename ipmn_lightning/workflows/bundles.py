@@ -1,0 +1,89 @@
+"""The pipeline's bundles: ``<output>/bundles/{service,verifier}.safetensors`` and R's clean-image reference NCs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ipmn_lightning.datamodules.face_swap import FaceSwapDataModule
+from ipmn_lightning.inference.bundle import BundleError, export_service_bundle, export_verifier_bundle
+from ipmn_lightning.inference.facade import IPMN
+from ipmn_lightning.metrics.functional import quantize_8bit
+from ipmn_lightning.phases import PHASE1, PHASE2, PHASE3_ENHANCE
+
+__all__ = ["clean_nc_reference", "export_bundles", "relative_to"]
+
+
+def relative_to(path: str | Path, root: Path) -> str:
+    """``path`` relative to the output folder when inside it (the manifest survives moving the folder)."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def clean_nc_reference(
+    verifier: str | os.PathLike[str],
+    data: dict[str, Any],
+    service: str | os.PathLike[str] | None = None,
+    limit: int = 1536,
+) -> list[float]:
+    """R's NCs on clean images of the test split, as 8-bit images: x_m, x_p and (with ``service``) x'_p.
+
+    These are the images an owner must never confuse with watermarked ones; ``ipmn verify`` turns an
+    observed NC into a p-value against them.
+
+    Args:
+        verifier: the verifier bundle (R, w).
+        data: the data module's arguments (as recorded in the manifest).
+        service: the service bundle, to add the recovered faces x'_p (z seeded per batch).
+        limit: at most this many NCs.
+
+    Returns:
+        The NCs, in the test split's order (x_m, x_p, x'_p per batch).
+    """
+    model = IPMN.load(service_bundle=service, verifier_bundle=verifier)
+    module = FaceSwapDataModule(**{**data, "num_workers": 0, "flip": False})
+    module.setup("test")
+    ncs: list[float] = []
+    for index, batch in enumerate(module.test_dataloader()):
+        sources = [batch["mask"], batch["protected"]]
+        if model.inn is not None:
+            sources.append(model.recover(model.protect(batch["protected"], batch["mask"]), seed=index)[0])
+        for images in sources:
+            ncs += [v.nc for v in model.verify(quantize_8bit(images))]
+        if len(ncs) >= limit:
+            break
+    return ncs[:limit]
+
+
+def export_bundles(out: Path, done: dict[str, list[str]], data: dict[str, Any] | None = None) -> dict[str, str]:
+    """Write ``<out>/bundles/``: ``service.safetensors`` (phase 2), ``verifier.safetensors`` (R).
+
+    With ``data`` (the data module's arguments), the verifier bundle also carries ``clean_nc_reference``: R's NCs
+    on the clean images of the test split (:func:`clean_nc_reference`).
+    """
+    bundles: dict[str, str] = {}
+    try:
+        if done[PHASE2]:
+            service = export_service_bundle(done[PHASE2][-1], out / "bundles" / "service.safetensors")
+            bundles["service"] = str(service)
+        extractor = (done[PHASE3_ENHANCE] or done[PHASE1] or [None])[-1]
+        if extractor is not None:
+            bundles["verifier"] = str(export_verifier_bundle(extractor, out / "bundles" / "verifier.safetensors"))
+    except BundleError as err:  # a baseline run (HiDDeN): evaluated from its checkpoints, no bundles
+        print(f"no bundles: {err}")
+        return {}
+    if extractor is not None and data:
+        try:
+            reference = clean_nc_reference(bundles["verifier"], data, bundles.get("service"))
+        except (OSError, ValueError) as err:  # the data moved or changed: the bundle stays usable without it
+            print(f"warning: verifier bundle without clean_nc_reference ({type(err).__name__}: {err})")
+        else:
+            export_verifier_bundle(extractor, bundles["verifier"], clean_nc_reference=reference)
+            print(f"verifier bundle: {len(reference)} clean-image reference NCs (for p-values in ipmn verify)")
+    for role, path in bundles.items():
+        print(f"{role} bundle: {path}")
+    return {role: relative_to(path, out) for role, path in bundles.items()}
