@@ -25,7 +25,8 @@ from ipmn_lightning.faces.generators import (
     mosaic_block_size,
     pixelate,
 )
-from ipmn_lightning.workflows.evaluation import _privacy, _privacy_markdown
+from ipmn_lightning.workflows.evaluation.compute import privacy_table as _privacy
+from ipmn_lightning.workflows.evaluation.report import privacy_markdown as _privacy_markdown
 from ipmn_lightning.workflows.masks import generate_masks
 from tests.fakes.faces import FakeAnalyzer, FakeEncoder, face_folder
 
