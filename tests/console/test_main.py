@@ -10,11 +10,26 @@ from ipmn_lightning import __version__
 from ipmn_lightning.console.main import main
 
 REPO = Path(__file__).resolve().parents[2]
-OVERLAY_DIRS = {"trainer", "logger", "sweeps"}  # overlays composed onto a phase config, tested elsewhere
+OVERLAY_DIRS = {"trainer", "logger", "sweeps", "data"}  # composed onto a phase config (data: below, others elsewhere)
 PHASE_CONFIGS = sorted(
     p for p in (REPO / "configs").rglob("*.yaml")
     if p.parent.name not in OVERLAY_DIRS and "pipeline" not in p.name
 )  # fmt: skip
+DATA_CONFIGS = sorted((REPO / "configs" / "data").glob("*.yaml"))
+
+
+def data_config(config: Path) -> Path | None:
+    """The data file a phase config is composed with, as its pipelines do (None: the phase file has its own data)."""
+    if yaml.safe_load(config.read_text()).get("data", {}).get("source"):
+        return None
+    demo = (REPO / "configs" / "demo") in config.parents
+    return REPO / "configs" / "data" / ("synthetic.yaml" if demo else "celeba.yaml")
+
+
+#: (phase config, data config) pairs that fit: every phase file with its pipelines' data, and every data file once.
+FIT_CASES = [(c, data_config(c)) for c in PHASE_CONFIGS] + [
+    (REPO / "configs" / "demo" / "phase1.yaml", d) for d in DATA_CONFIGS if d.name == "faces.yaml"
+]
 
 
 def test_overview_help(capsys):
@@ -53,11 +68,13 @@ def test_module_entry_point_version():
     assert result.returncode == 0 and __version__ in result.stdout
 
 
-def config_overrides(config: Path, checkpoints: dict[str, Path], fake_celeba: Path, fake_folder: Path) -> list[str]:
-    """Arguments that point a shipped config at fake data and tiny earlier-phase checkpoints."""
+def config_overrides(
+    config: Path, data: Path | None, checkpoints: dict[str, Path], fake_celeba: Path, fake_folder: Path
+) -> list[str]:
+    """Arguments that point a shipped config (composed with ``data``) at fake data and tiny earlier checkpoints."""
     spec = yaml.safe_load(config.read_text())
     init_args = spec["model"].get("init_args", {})
-    source = spec.get("data", {}).get("source", "synthetic")
+    source = yaml.safe_load((data or config).read_text()).get("data", {}).get("source", "synthetic")
     args = ["--data.image_size=32", "--data.batch_size=2", "--data.num_workers=0",
             "--trainer.fast_dev_run=true", "--trainer.accelerator=cpu", "--trainer.devices=1"]  # fmt: skip
     if source == "celeba":
@@ -78,12 +95,21 @@ def config_overrides(config: Path, checkpoints: dict[str, Path], fake_celeba: Pa
     return args
 
 
-@pytest.mark.parametrize("config", PHASE_CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
-def test_every_config_fits_on_fake_data(config, checkpoints, fake_celeba, fake_folder):
-    args = ["fit", "--config", str(config), *config_overrides(config, checkpoints, fake_celeba, fake_folder)]
+def _case_id(case: tuple[Path, Path | None]) -> str:
+    config, data = case
+    name = str(config.relative_to(REPO / "configs"))
+    return f"{name}+{data.relative_to(REPO / 'configs')}" if data else name
+
+
+@pytest.mark.parametrize("case", FIT_CASES, ids=_case_id)
+def test_every_config_fits_on_fake_data(case, checkpoints, fake_celeba, fake_folder):
+    config, data = case
+    configs = [*(["--config", str(data)] if data else []), "--config", str(config)]
+    args = ["fit", *configs, *config_overrides(config, data, checkpoints, fake_celeba, fake_folder)]
     assert main(args) == 0
 
 
 def test_configs_exist():
     names = {str(p.relative_to(REPO / "configs")) for p in PHASE_CONFIGS}
     assert {"phase1.yaml", "demo/phase1.yaml"} <= names
+    assert {d for _, d in FIT_CASES if d} == set(DATA_CONFIGS) and len(DATA_CONFIGS) == 3  # every data file fits
