@@ -1,3 +1,5 @@
+import importlib
+import inspect
 import shutil
 import subprocess
 import sys
@@ -87,10 +89,13 @@ def config_overrides(
                  "--model.init_args.sample_steps=2"]  # fmt: skip
     if init_args.get("vgg_weights"):
         args.append("--model.init_args.vgg_weights=random")  # no VGG16 download in tests
+    # the earlier phases' checkpoints the module takes (the pipeline injects them; configs no longer name paths)
+    module_name, _, class_name = spec["model"]["class_path"].rpartition(".")
+    takes = inspect.signature(getattr(importlib.import_module(module_name), class_name)).parameters
     for name in ("phase1_ckpt", "phase2_ckpt"):
-        if name in init_args:
+        if name in takes:
             args.append(f"--model.init_args.{name}={checkpoints[name[:6]]}")
-    if "stealer_ckpt" in init_args:
+    if "stealer_ckpt" in takes:
         args.append(f"--model.init_args.stealer_ckpt=[{checkpoints['stealer']}]")
     return args
 
