@@ -320,11 +320,10 @@ def _check_float_range(img: Image.Image) -> None:
     if arr.size and not np.isfinite(arr).all():
         raise ValueError("a 32-bit float image must hold values in [0, 1] (this one holds NaN or infinity)")
     if arr.size and (arr.min() < -1e-6 or arr.max() > 1 + 1e-6):
-        low, high = arr.min(), arr.max()
-        hint = "divide it by 255" if 1 < high <= 255 + 1e-6 and low >= -1e-6 else "rescale it to [0, 1]"
         raise ValueError(
-            f"a 32-bit float image must hold values in [0, 1] (this one spans {low:g} to {high:g}); "
-            f"{hint}, or save it as 8- or 16-bit"
+            f"a 32-bit float image must hold values in [0, 1] (this one spans {arr.min():g} to {arr.max():g}); "
+            "rescale it to [0, 1] (divide by 255 if it holds 0-255 values, else by its maximum), or save it as "
+            "8- or 16-bit"
         )
 
 
