@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ipmn_lightning.data.folder import dataset_layout
+from ipmn_lightning.data.images import DatasetLayoutError
 from ipmn_lightning.data.mask_store import check_store, make_pairs, write_pairs
 from ipmn_lightning.faces.analysis import FacesExtraMissingError, require_faces_extra
 from ipmn_lightning.faces.generators import GENERATORS, generator_class, resolve_path
@@ -60,13 +61,49 @@ def masks_pairs(
     if (store_path / "pairs.csv").exists() and not overwrite:
         print(f"error: {store_path / 'pairs.csv'} exists; pass --overwrite true to replace it", file=sys.stderr)
         return 1
-    _, splits, identities = dataset_layout(source, root_path)
-    records = make_pairs(splits, identities, seed=seed)
+    try:
+        image_root, splits, identities = dataset_layout(source, root_path)
+    except DatasetLayoutError as err:
+        print(
+            f"error: {err} Pairing needs at least 2 photos in each split it fills: about {_ENOUGH_PHOTOS} photos "
+            "or more in all.",
+            file=sys.stderr,
+        )
+        return 2
+    too_few = _too_few_photos(image_root, splits)
+    if too_few:
+        print(f"error: {too_few}", file=sys.stderr)
+        return 2
+    try:
+        records = make_pairs(splits, identities, seed=seed, root=image_root)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     store_path.mkdir(parents=True, exist_ok=True)
     write_pairs(store_path, records)
     counts = {s: sum(r.split == s for r in records) for s in ("train", "val", "test")}
     print(f"wrote {store_path / 'pairs.csv'}: {len(records)} pairs {counts}")
     return 0
+
+
+#: About how many photos a folder needs for the hash split (about 80/10/10) to give val and test 2 photos each
+#: or none (with 60 photos, val or test gets exactly one about once in 40 folders).
+_ENOUGH_PHOTOS = 60
+
+
+def _too_few_photos(image_root: Path, splits: dict[str, list[str]]) -> str | None:
+    """Why the splits cannot be paired (a split of a single photo has no other to swap with), or ``None``."""
+    lonely = [name for name, files in splits.items() if len(files) == 1]
+    if not lonely:
+        return None
+    total = sum(len(files) for files in splits.values())
+    counts = ", ".join(f"{name} {len(files)}" for name, files in splits.items())
+    return (
+        f"{image_root} has {total} photo(s), too few to pair: split(s) {', '.join(lonely)} got a single photo "
+        f"({counts}), and each photo is paired with another photo of its split. Each split that gets a photo "
+        f"needs at least 2; a photo's split is a hash of its path (about 80% train, 10% val, 10% test), so add "
+        f"photos: about {_ENOUGH_PHOTOS} or more give every split at least 2."
+    )
 
 
 def masks_check(

@@ -6,12 +6,21 @@ commands (:func:`read_image`, :func:`image_size_of`) and the ``IPMN`` facade (:f
 :func:`fit_batch` for tensors). So a file gives the same pixels whichever door it comes in by:
 
 - EXIF orientation is applied (a portrait phone JPEG stored sideways is read upright);
+- transparent pixels (RGBA, LA, PA, and P/L/RGB with a transparent colour) are composited onto white
+  (:data:`BACKGROUND`), so a transparent area never shows the colour hidden under it;
 - any PIL mode becomes 8-bit RGB, 16-bit and float greyscale scaled correctly
-  (:func:`~ipmn_lightning.core.images.rgb_image`);
+  (:func:`~ipmn_lightning.core.images.rgb_image`); a float image outside [0, 1] is refused with its real range;
 - one crop policy: the centred largest square (``crop="center"``) or the whole image squashed
   (``crop="none"``), then a Lanczos resize to ``S x S``;
 - large JPEGs are decoded at 1/2 to 1/8 scale when that still leaves ``S`` pixels (libjpeg's DCT scaling), and
   images over PIL's decompression-bomb limit are refused with a message that says so.
+
+What the inference side refuses (:func:`size_problem`, used by the role commands and the facade; training
+reads any size): an image whose shorter side is below :func:`minimum_side` (16 px, or a quarter of the
+bundle's side when that is larger: below it the face would be invented by the upscaling, not carried over),
+or whose sides differ by more than :data:`MAX_ASPECT` to 1 (the centre square would keep under a quarter of
+it, or squashing it would distort it beyond recognition). Smaller images above the minimum are upscaled, and
+the callers say so on stderr.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
@@ -28,8 +38,12 @@ from PIL import Image, ImageOps
 from ipmn_lightning.core.images import center_square_box, pil_to_tensor, rgb_image
 
 __all__ = [
+    "BACKGROUND",
     "IMAGE_EXTENSIONS",
+    "MAX_ASPECT",
+    "MIN_SIDE",
     "SPLITS",
+    "UNSUPPORTED_IMAGE_EXTENSIONS",
     "DatasetLayoutError",
     "ImageReadError",
     "center_square_box",
@@ -37,7 +51,9 @@ __all__ = [
     "fit_image",
     "image_size_of",
     "load_image",
+    "minimum_side",
     "read_image",
+    "size_problem",
 ]
 
 #: Split names, in the order the library iterates them.
@@ -46,6 +62,22 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 #: Image file suffixes the readers take: torchvision's ``IMG_EXTENSIONS``, copied so that listing image files
 #: does not import torchvision (seconds of start-up for ``ipmn protect``).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+#: Suffixes of image formats that PIL may open but the readers do not take (animated or multi-page, camera
+#: raw, vector, ...): the role commands refuse them by name instead of skipping them.
+UNSUPPORTED_IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".gif", ".apng", ".heic", ".heif", ".avif", ".jxl", ".jp2", ".j2k", ".ico", ".icns", ".tga", ".psd",
+    ".svg", ".dng", ".cr2", ".nef", ".arw", ".xcf", ".pcx", ".dds",
+)  # fmt: skip
+
+#: The colour under transparent pixels (our default: white, the usual page behind a transparent image).
+BACKGROUND: tuple[int, int, int] = (255, 255, 255)
+
+#: The smallest side the inference side takes, in pixels (see :func:`minimum_side`).
+MIN_SIDE = 16
+
+#: The largest ratio of the long side to the short side the inference side takes.
+MAX_ASPECT = 4.0
 
 Crop = Literal["center", "none"]
 
@@ -85,6 +117,28 @@ def _read_error(file: Path, err: BaseException) -> ImageReadError:
         "re-download or regenerate it, or remove it (for a dataset, "
         "`ipmn masks check --root ... --store ...` lists every unreadable file)."
     )
+
+
+def minimum_side(image_size: int) -> int:
+    """The smallest image side the inference side takes for a bundle of side ``image_size``.
+
+    Our default: :data:`MIN_SIDE` (16 px) or a quarter of ``image_size`` if larger, never above ``image_size``
+    (an image at the bundle's size is always taken); below it, more than 4x upscaling would invent the face.
+    """
+    return min(image_size, max(MIN_SIDE, math.ceil(image_size / 4)))
+
+
+def size_problem(width: int, height: int, image_size: int) -> str | None:
+    """Why a ``width`` x ``height`` image is refused for a bundle of side ``image_size``, or ``None``."""
+    short, long = min(width, height), max(width, height)
+    if short < minimum_side(image_size):
+        return (
+            f"{width}x{height} is too small: its shorter side is under {minimum_side(image_size)} px (a quarter "
+            f"of the bundle's {image_size} px, at least {MIN_SIDE} px), so the face would be invented by upscaling"
+        )
+    if long > MAX_ASPECT * short:
+        return f"{width}x{height} is too elongated (more than {MAX_ASPECT:g}:1); crop it to the face first"
+    return None
 
 
 def _orientation(img: Image.Image) -> int:
@@ -169,8 +223,8 @@ def load_image(
 ) -> torch.Tensor:
     """Read an image file as an RGB ``(3, S, S)`` float32 tensor in [0, 1]: :func:`read_image`, as a tensor.
 
-    The image is rotated by its EXIF orientation, converted to RGB (alpha dropped; 16-bit and float
-    greyscale scaled), centre-cropped to a square (``crop="center"``) or squashed to a square
+    The image is rotated by its EXIF orientation, converted to RGB (transparency composited onto white;
+    16-bit and float greyscale scaled), centre-cropped to a square (``crop="center"``) or squashed to a square
     (``crop="none"``), and resized to ``image_size`` with Lanczos (antialiased) resampling. JPEGs at least
     twice as large as needed are decoded at a reduced scale first (libjpeg's DCT scaling, PIL
     ``Image.draft``), which is several times faster and visually the same.
@@ -239,7 +293,38 @@ def _fit(img: Image.Image, size: int, crop: str, full_size: tuple[int, int], sca
         img = ImageOps.exif_transpose(img)
         if orientation in _SWAPS_SIDES:
             full_size = (full_size[1], full_size[0])
-    return _crop_resize(rgb_image(img), size, crop, full_size, scale)
+    _check_float_range(img)
+    return _crop_resize(rgb_image(_flatten(img)), size, crop, full_size, scale)
+
+
+def _flatten(img: Image.Image) -> Image.Image:
+    """Composite transparent pixels onto :data:`BACKGROUND` (an opaque image is returned unchanged).
+
+    ``convert("RGB")`` would drop the alpha channel and show whatever colour the transparent pixels hold
+    (often black, or leftovers of an edit); compositing first also keeps that colour out of the resize.
+    """
+    if img.mode in ("P", "L", "RGB") and "transparency" in img.info:
+        img = img.convert("RGBA")  # a palette entry or one colour marked transparent (PNG tRNS, GIF)
+    if img.mode not in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return img
+    rgba = img.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _check_float_range(img: Image.Image) -> None:
+    """Refuse a 32-bit float image outside [0, 1], naming its real range (min to max) and the fix."""
+    if img.mode != "F":
+        return
+    arr = np.asarray(img, dtype=np.float64)
+    if arr.size and not np.isfinite(arr).all():
+        raise ValueError("a 32-bit float image must hold values in [0, 1] (this one holds NaN or infinity)")
+    if arr.size and (arr.min() < -1e-6 or arr.max() > 1 + 1e-6):
+        raise ValueError(
+            f"a 32-bit float image must hold values in [0, 1] (this one spans {arr.min():g} to {arr.max():g}); "
+            "rescale it to [0, 1] (divide by 255 if it holds 0-255 values, else by its maximum), or save it as "
+            "8- or 16-bit"
+        )
 
 
 def _crop_resize(img: Image.Image, size: int, crop: str, full_size: tuple[int, int], scale: float) -> Image.Image:

@@ -12,11 +12,18 @@ orientation (:func:`~ipmn_lightning.data.images.fit_image`), a non-square image 
 largest square, so a face keeps its proportions, and an image of another size than the bundle's is resized
 (Lanczos for PIL images; bilinear with antialiasing for tensors, :func:`~ipmn_lightning.data.images.fit_batch`).
 Outputs are always at the bundle's image size. Tensors come back on the device they came from.
+
+Refused with a clear error (``ValueError``) before any network runs: an empty batch or list; a float tensor
+holding NaN or infinity, or values outside [0, 1] by more than :data:`FLOAT_TOLERANCE` (a 0-255 float tensor
+would otherwise be clamped to white: divide it by 255); an image too small or too elongated for the bundle
+(:func:`~ipmn_lightning.data.images.size_problem`). An image smaller than the bundle's size is upscaled with a
+``UserWarning``.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,14 +33,18 @@ from PIL import Image
 from torch import Tensor
 
 from ipmn_lightning.core.images import pil_to_tensor, tensor_to_pil
-from ipmn_lightning.data.images import fit_batch, fit_image
+from ipmn_lightning.data.images import fit_batch, fit_image, size_problem
 from ipmn_lightning.inference.bundle import SERVICE_FORMAT, VERIFIER_FORMAT, Bundle, load_bundle
 from ipmn_lightning.metrics.functional import normalized_correlation, quantize_8bit
 from ipmn_lightning.phases import put_on_mask
 
-__all__ = ["IPMN", "Verification"]
+__all__ = ["FLOAT_TOLERANCE", "IPMN", "Verification"]
 
 ImageLike = Tensor | Image.Image | Sequence[Image.Image]
+
+#: How far outside [0, 1] a float tensor may stray and still be clamped (rounding and resampling overshoot);
+#: our default, 1% of the range: a 0-255 or [-1, 1] tensor is far outside it.
+FLOAT_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -121,24 +132,62 @@ class IPMN:
             if kind is None or images.shape[-3] != 3:
                 raise ValueError(f"{name}: expected a (3, H, W) or (B, 3, H, W) tensor, got {tuple(images.shape)}")
             batch = images.unsqueeze(0) if kind == "tensor3" else images
+            if batch.shape[0] == 0:
+                raise ValueError(f"{name}: the batch is empty (shape {tuple(images.shape)}); pass at least one image")
             if batch.dtype == torch.uint8:  # 8-bit pixels (torchvision.io.decode_image, numpy arrays): 0-255
                 batch = batch.to(self.device, torch.float32).div_(255.0)
             elif batch.is_floating_point():
                 batch = batch.to(self.device, torch.float32)
+                self._check_float_range(batch, name)
             else:
                 raise TypeError(
                     f"{name}: expected a float tensor in [0, 1] or a uint8 tensor in [0, 255], got {batch.dtype}; "
                     "convert it first, e.g. x.float() / 65535 for 16-bit pixels"
                 )
+            self._check_size(batch.shape[-1], batch.shape[-2], name)
             return fit_batch(batch, self.image_size).clamp(0, 1), kind, images.device
         if isinstance(images, Image.Image):
-            return self._pil_batch([images]), "pil", None
-        if isinstance(images, Sequence) and images and all(isinstance(i, Image.Image) for i in images):
-            return self._pil_batch(list(images)), "list", None
+            return self._pil_batch([images], name), "pil", None
+        if isinstance(images, Sequence) and not isinstance(images, str) and len(images) == 0:
+            raise ValueError(f"{name}: the list of images is empty; pass at least one image")
+        if isinstance(images, Sequence) and all(isinstance(i, Image.Image) for i in images):
+            return self._pil_batch(list(images), name), "list", None
         raise TypeError(f"{name}: expected a tensor, a PIL image or a non-empty list of PIL images")
 
-    def _pil_batch(self, images: list[Image.Image]) -> Tensor:
+    @staticmethod
+    def _check_float_range(batch: Tensor, name: str) -> None:
+        """Refuse non-finite values and values outside [0, 1] (beyond :data:`FLOAT_TOLERANCE`), before clamping."""
+        if not bool(torch.isfinite(batch).all()):
+            raise ValueError(f"{name}: the tensor holds NaN or infinite values; pass finite pixels in [0, 1]")
+        low, high = float(batch.min()), float(batch.max())
+        if low >= -FLOAT_TOLERANCE and high <= 1 + FLOAT_TOLERANCE:
+            return
+        if low >= -FLOAT_TOLERANCE and high <= 255 + FLOAT_TOLERANCE:
+            hint = "it looks like 0-255 pixel values: divide by 255 (x / 255), or pass a uint8 tensor"
+        elif low >= -1 - FLOAT_TOLERANCE and high <= 1 + FLOAT_TOLERANCE:
+            hint = "it looks like [-1, 1] values: pass (x + 1) / 2"
+        else:
+            hint = "rescale it to [0, 1]"
+        raise ValueError(
+            f"{name}: a float tensor must hold values in [0, 1], this one spans {low:g} to {high:g}; {hint}"
+        )
+
+    def _check_size(self, width: int, height: int, name: str) -> None:
+        """Refuse an image too small or too elongated for the bundle; warn when it is upscaled."""
+        problem = size_problem(width, height, self.image_size)
+        if problem is not None:
+            raise ValueError(f"{name}: {problem}")
+        if min(width, height) < self.image_size:
+            warnings.warn(
+                f"{name}: a {width}x{height} image is upscaled to the bundle's {self.image_size}x{self.image_size}",
+                UserWarning,
+                stacklevel=4,
+            )
+
+    def _pil_batch(self, images: list[Image.Image], name: str) -> Tensor:
         """(B, 3, S, S) float in [0, 1]: each image upright, centre-cropped and resized as files are read."""
+        for image in images:
+            self._check_size(*image.size, name)  # EXIF turns swap the sides, which changes neither test
         return torch.stack([pil_to_tensor(fit_image(i, self.image_size)) for i in images]).to(self.device)
 
     @staticmethod

@@ -1,9 +1,14 @@
 """The file guards of ``ipmn protect``, ``ipmn recover`` and ``ipmn verify``: everything checked before work.
 
-Listing and pairing the input images (hidden files skipped, two inputs with the same stem refused), the
-device and batch size, every input file's header and size policy, the output folder (not a file, not an input
-folder or inside one, never replacing an input file, writable), the ``verify --report`` file, and the helper
-that writes the outputs batch by batch and says what was already written when a batch fails.
+Listing and pairing the input images (hidden files skipped; other files that are not images skipped with a
+note; an unsupported image format such as ``.gif`` or a broken link refused by name; links to a file already
+listed collapsed into one, with a note; two inputs with the same stem refused), the device and batch size,
+every input file decoded in full before any work (so a truncated file stops the command before its first
+output), its size (too small or too elongated refused, upscaling announced on stderr) and size policy, the
+output folder (not a file, not an input folder or inside one, never replacing an input file, writable; created
+only when the first output is written, so a failed command leaves no empty folder), the ``verify --report``
+file, and the helper that writes the outputs batch by batch and says what was already written when a batch
+fails.
 """
 
 from __future__ import annotations
@@ -21,7 +26,15 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ipmn_lightning.core.files import atomic_save_image
-from ipmn_lightning.data.images import IMAGE_EXTENSIONS, ImageReadError, image_size_of
+from ipmn_lightning.data.images import (
+    IMAGE_EXTENSIONS,
+    UNSUPPORTED_IMAGE_EXTENSIONS,
+    Crop,
+    ImageReadError,
+    image_size_of,
+    read_image,
+    size_problem,
+)
 from ipmn_lightning.inference.bundle import BundleError
 
 __all__ = [
@@ -59,24 +72,78 @@ def _is_hidden(path: Path) -> bool:
 
 
 def list_images(path: str, what: str) -> list[Path]:
-    """The image file ``path``, or the (non-hidden) image files of folder ``path`` sorted by name.
+    """The image file ``path``, or the (non-hidden) image files of folder ``path`` sorted by name, each real file once.
+
+    Files of a folder that are not images (``notes.txt``) and subfolders are skipped, with a note on stderr
+    for the files; two names of one real file (a link to a file already listed) are collapsed into one (the
+    file's own name is kept over a link's), with a note on stderr saying how many.
 
     Raises:
-        RoleError: ``path`` is neither a file nor a folder, the folder has no images, or two of its images
-            have the same stem (``x.png`` and ``x.bmp``: their outputs would replace each other).
+        RoleError: ``path`` is neither a file nor a folder, is or holds a broken link or an image format the
+            library does not read (``.gif``, ...), the folder has no images, or two of its images have the
+            same stem (``x.png`` and ``x.bmp``: their outputs would replace each other).
     """
     source = Path(path).expanduser()
+    if source.is_symlink() and not source.exists():
+        raise RoleError(f"--{what}: {source} is a broken link (it points to {os.readlink(source)}, which is missing)")
     if source.is_file():
+        if source.suffix.lower() in UNSUPPORTED_IMAGE_EXTENSIONS:
+            raise RoleError(f"--{what}: {source}: {_unsupported(source)}")
         return [source]
     if not source.is_dir():
         raise RoleError(f"--{what}: {source} is neither an image file nor a folder")
-    files = sorted(
-        p for p in source.iterdir() if p.is_file() and not _is_hidden(p) and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
+    files, problems, skipped = [], [], []
+    for entry in sorted(source.iterdir()):
+        if _is_hidden(entry):
+            continue
+        if entry.is_symlink() and not entry.exists():
+            problems.append(f"{entry}: broken link (it points to {os.readlink(entry)}, which is missing)")
+        elif entry.is_dir():
+            continue  # not recursive (documented)
+        elif entry.suffix.lower() in UNSUPPORTED_IMAGE_EXTENSIONS:
+            problems.append(f"{entry}: {_unsupported(entry)}")
+        elif entry.suffix.lower() in IMAGE_EXTENSIONS and entry.is_file():
+            files.append(entry)
+        else:
+            skipped.append(entry.name)
+    if problems:
+        raise RoleError(f"--{what} {source}: cannot take these files (fix or remove them):\n  " + "\n  ".join(problems))
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        print(f"note: --{what}: skipped {len(skipped)} file(s) that are not images: {shown}", file=sys.stderr)
+    files = _one_name_per_file(files, what)
     if not files:
         raise RoleError(f"--{what}: no images ({', '.join(IMAGE_EXTENSIONS)}) in {source}")
     _by_stem(files, what)
     return files
+
+
+def _unsupported(file: Path) -> str:
+    return (
+        f"unsupported image format {file.suffix.lower()}; convert it to PNG or JPEG (the readers take "
+        f"{', '.join(IMAGE_EXTENSIONS)})"
+    )
+
+
+def _one_name_per_file(files: list[Path], what: str) -> list[Path]:
+    """Collapse names of one real file (links), keeping the file's own name over a link's, else the first."""
+    by_real: dict[Path, list[Path]] = {}
+    for file in files:
+        by_real.setdefault(file.resolve(), []).append(file)
+    kept, collapsed = [], []
+    for names in by_real.values():
+        own = [n for n in names if not n.is_symlink()]
+        keep = own[0] if own else names[0]
+        kept.append(keep)
+        collapsed += [f"{n.name} (= {keep.name})" for n in names if n != keep]
+    if collapsed:
+        shown = ", ".join(collapsed[:5]) + (f" and {len(collapsed) - 5} more" if len(collapsed) > 5 else "")
+        print(
+            f"note: --{what}: collapsed {len(collapsed)} link(s) to a file already listed, so each file is read "
+            f"once: {shown}",
+            file=sys.stderr,
+        )
+    return sorted(kept)
 
 
 def _by_stem(files: list[Path], what: str) -> dict[str, Path]:
@@ -127,19 +194,52 @@ def refuse_wrong_sizes(wrong: list[str], size: int, resize: ResizePolicy) -> Non
         )
 
 
+#: ``--resize`` policies as :func:`~ipmn_lightning.data.images.read_image` crops, for the decoding check.
+_CHECK_CROPS: dict[str, Crop] = {"crop": "center", "resize": "none", "reject": "center"}
+
+_LISTED = 5
+
+
+def _listing(lines: list[str]) -> str:
+    more = f"\n  ... and {len(lines) - _LISTED} more" if len(lines) > _LISTED else ""
+    return "\n  " + "\n  ".join(lines[:_LISTED]) + more
+
+
 def check_images(files: list[Path], size: int, resize: ResizePolicy) -> None:
-    """Check every file before any work: a readable image header, a safe pixel count, the size policy.
+    """Check every file before any work: header, size, size policy, then a full decode of each.
+
+    Decoding every file up front (not only its header) means a truncated or corrupt file stops the command
+    before its first output is written; it costs one extra read of the inputs. An image smaller than the
+    bundle's ``size`` (but not refused) is upscaled: a warning on stderr lists them.
 
     Raises:
-        ImageReadError: a file is not an image, is unreadable or too large (decompression bomb).
-        RoleError: with ``reject``, every file not ``size`` x ``size`` (listed in one error).
+        ImageReadError: a file is not an image, is truncated, unreadable, too large (decompression bomb), or
+            a float/integer image outside its range.
+        RoleError: images too small or too elongated (:func:`~ipmn_lightning.data.images.size_problem`), or,
+            with ``reject``, every file not ``size`` x ``size`` (each listed in one error).
     """
-    wrong = []
+    wrong, refused, upscaled = [], [], []
     for file in files:
         width, height = image_size_of(file)
-        if (width, height) != (size, size):
+        problem = size_problem(width, height, size)
+        if problem is not None:
+            refused.append(f"{file}: {problem}")
+        elif (width, height) != (size, size):
             wrong.append(f"{file} ({width}x{height})")
+            if min(width, height) < size:
+                upscaled.append(f"{file} ({width}x{height})")
+    if refused:
+        raise RoleError(f"{len(refused)} image(s) cannot be used for the bundle's {size}x{size}:" + _listing(refused))
     refuse_wrong_sizes(wrong, size, resize)
+    crop = _CHECK_CROPS.get(resize, "center")
+    for file in files:
+        read_image(file, size, crop)
+    if upscaled:
+        print(
+            f"warning: {len(upscaled)} image(s) smaller than the bundle's {size}x{size} are upscaled (the outputs "
+            "are blurrier than the bundle allows):" + _listing(upscaled),
+            file=sys.stderr,
+        )
 
 
 def batches(items: list[T], batch_size: int, desc: str) -> Iterator[list[T]]:
@@ -219,10 +319,14 @@ def check_no_clobber(outputs: Sequence[Path], inputs: Sequence[Path], what: str 
 
 
 def probe_writable(folder: Path) -> None:
-    """Create the folder and a temporary file in it (root ignores permission bits, so this is the real test)."""
+    """Write a temporary file in ``folder``, or in its nearest existing parent when it does not exist yet.
+
+    Root ignores permission bits, so writing is the real test. A missing folder is not created here: it is
+    created with the first output (:func:`write_all`), so a command that fails leaves no empty folder.
+    """
+    target = folder if folder.is_dir() else _existing_ancestor(folder.absolute())
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=folder, prefix=".ipmn-write-test.")
+        fd, name = tempfile.mkstemp(dir=target, prefix=".ipmn-write-test.")
         os.close(fd)
         os.unlink(name)
     except OSError as err:
@@ -250,19 +354,32 @@ def check_report(report: str, overwrite: bool, inputs: Sequence[Path]) -> Path:
 def write_all(
     chunks: Iterator[list[T]], work: Callable[[list[T]], list[tuple[Path, Image.Image]]], out: Path
 ) -> list[Path]:
-    """Run ``work`` on each chunk and save what it returns; a failure part-way names what was already written."""
+    """Run ``work`` on each chunk and save what it returns; a failure part-way names what was already written.
+
+    ``out`` (and any missing parent) is created just before the first output is saved; if the command fails
+    before any output is saved, the folders it created are removed again.
+    """
     written: list[Path] = []
-    with contextlib.closing(chunks):  # closes the progress bar before the error is printed
-        for chunk in chunks:
-            try:
-                outputs = work(chunk)
-            except (RoleError, ImageReadError) as err:
-                if written:
-                    raise type(err)(f"{err}\n({len(written)} output(s) were already written to {out})") from err
-                raise
-            for path, image in outputs:
-                atomic_save_image(path, image)
-                written.append(path)
+    created = [p for p in (out.absolute(), *out.absolute().parents) if not p.exists()]
+    try:
+        with contextlib.closing(chunks):  # closes the progress bar before the error is printed
+            for chunk in chunks:
+                try:
+                    outputs = work(chunk)
+                except (RoleError, ImageReadError) as err:
+                    if written:
+                        raise type(err)(f"{err}\n({len(written)} output(s) were already written to {out})") from err
+                    raise
+                for path, image in outputs:
+                    if not written:
+                        out.mkdir(parents=True, exist_ok=True)
+                    atomic_save_image(path, image)
+                    written.append(path)
+    finally:
+        if not written:
+            for folder in created:  # deepest first; only empty folders this call made
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
     return written
 
 

@@ -15,8 +15,9 @@ memory.
 Pixel formats: 8-bit images of any PIL mode are converted to RGB; 16-bit greyscale (``I;16``) is scaled by
 1/65535; 32-bit float images (``F``, e.g. float TIFF) must hold values in [0, 1] and are refused otherwise.
 
-Everything is checked before the first file is written: the device, the bundle, every input file (readable
-header, pixel count within PIL's decompression-bomb limit, size policy), file names (two inputs with the
+Everything is checked before the first file is written: the device, the bundle, every input file (decoded in
+full, pixel count within PIL's decompression-bomb limit, not too small or elongated, size policy; ``.gif`` and
+broken links refused by name), file names (two inputs with the
 same stem, ``x.png`` and ``x.bmp``, would write the same output), and the output folder (not a file, not an
 input folder or inside one, never replacing an input file, writable). ``verify --report`` never replaces an
 input or the bundle, and replaces an existing report only with ``--overwrite true``. Those checks are in

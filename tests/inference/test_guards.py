@@ -71,11 +71,17 @@ def test_a_bad_file_after_the_first_batch_writes_nothing(service, tmp_path, caps
     assert not Path("out").exists() or not list(Path("out").iterdir())
 
 
-def test_a_file_failing_while_decoding_says_what_was_written(service, tmp_path, capsys):
+def test_a_file_failing_while_decoding_says_what_was_written(service, tmp_path, capsys, monkeypatch):
     faces, _ = write_faces(tmp_path, n=3)
     data = (faces / "face2.png").read_bytes()
     (faces / "face2.png").write_bytes(data[: len(data) // 2])  # header fine, pixel data cut short
-    assert main(["recover", "--bundle", str(service), "--masked", str(faces), "--out", "out", "--batch_size", "1"]) == 2
+    args = ["recover", "--bundle", str(service), "--masked", str(faces), "--out", "out", "--batch_size", "1"]
+    # every input is decoded before the first output (issue 26): nothing is written, no folder is left
+    assert main(args) == 2
+    assert "face2.png" in capsys.readouterr().err and not Path("out").exists()
+    # a file that breaks after the check (changed while the command runs) still names what was written
+    monkeypatch.setattr("ipmn_lightning.inference.guards.read_image", lambda *args, **kwargs: None)
+    assert main(args) == 2
     err = capsys.readouterr().err
     assert "face2.png" in err and "4 output(s) were already written to out" in err
 

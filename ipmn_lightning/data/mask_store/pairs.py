@@ -116,6 +116,7 @@ def make_pairs(
     identities: Mapping[str, int] | None = None,
     seed: int = 0,
     mask_dir: str = MASK_DIR,
+    root: str | os.PathLike[str] | None = None,
 ) -> list[PairRecord]:
     """Pair every image with a replacement face from the same split.
 
@@ -133,13 +134,17 @@ def make_pairs(
         seed: pairing seed.
         mask_dir: folder inside the store for the masks; the mask of ``a/b.jpg`` is
             ``f"{mask_dir}/a/b.png"``.
+        root: the image folder the paths are relative to; when given, two paths naming one real file (a
+            link and its target, in one split or two) are refused, so a file is never paired with itself
+            nor in two splits. Paths that do not exist are not compared.
 
     Returns:
         Records grouped by split (train, val, test), in each split's file order.
 
     Raises:
         ValueError: an unknown split, a split of exactly one image, a split whose images all share
-            one identity, an image listed twice, or two images that would share one mask file.
+            one identity, an image listed twice (by name, or with ``root`` as one real file), or two images
+            that would share one mask file.
     """
     unknown = sorted(set(splits) - set(SPLITS))
     if unknown:
@@ -147,6 +152,8 @@ def make_pairs(
     mask_dir = mask_dir.strip("/")
     if PurePosixPath(mask_dir).is_absolute() or ".." in PurePosixPath(mask_dir).parts:
         raise ValueError(f"make_pairs: mask_dir must be a relative folder inside the store, got {mask_dir!r}.")
+    if root is not None:
+        _refuse_one_file_twice(splits, Path(root))
     records: list[PairRecord] = []
     owner: dict[str, str] = {}
     seen: dict[str, str] = {}
@@ -188,6 +195,26 @@ def make_pairs(
             owner[mask] = f
             records.append(PairRecord(split, f, files[replacement[i]], mask))
     return records
+
+
+def _refuse_one_file_twice(splits: Mapping[str, Sequence[str]], root: Path) -> None:
+    """Refuse two listed paths that are one real file (by device and inode: links, symlink loops)."""
+    first: dict[tuple[int, int], tuple[str, str]] = {}
+    for split in SPLITS:
+        for f in splits.get(split, ()):
+            try:
+                stat = (root / f).stat()
+            except OSError:
+                continue  # a missing file is reported where it is read, not here
+            key = (stat.st_dev, stat.st_ino)
+            if key in first:
+                other, other_split = first[key]
+                raise ValueError(
+                    f"make_pairs: {other} ({other_split}) and {f} ({split}) are the same file under {root} (a link "
+                    "or a symlink loop); a file would be paired with itself or land in two splits. List each "
+                    "file once (data.folder.list_images does)."
+                )
+            first[key] = (f, split)
 
 
 # ------------------------------------------------------------------------------------- pairs.csv
