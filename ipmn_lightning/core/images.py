@@ -60,15 +60,19 @@ def rgb_image(img: Image.Image) -> Image.Image:
         return img
     if img.mode.startswith("I;16") or img.mode in ("I", "F"):
         arr = np.asarray(img).astype(np.float64)
+        # the image's own range (not min(initial=0), which reported a constant 3.0 image as "0 to 3")
+        low, high = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
         if img.mode == "F":
-            if not np.isfinite(arr).all() or arr.min(initial=0) < -1e-6 or arr.max(initial=0) > 1 + 1e-6:
+            if not np.isfinite(arr).all():
+                raise ValueError("a 32-bit float image must hold finite values in [0, 1] (this one has NaN or inf)")
+            if low < -1e-6 or high > 1 + 1e-6:
                 raise ValueError(
-                    "a 32-bit float image must hold values in [0, 1] "
-                    f"(this one spans {arr.min(initial=0):g} to {arr.max(initial=0):g}); save it as 8- or 16-bit"
+                    f"a 32-bit float image must hold values in [0, 1] (this one spans {low:g} to {high:g}); "
+                    "rescale it to [0, 1] or save it as 8- or 16-bit"
                 )
             scaled = arr
         else:
-            if arr.min(initial=0) < 0 or arr.max(initial=0) > 65535:
+            if low < 0 or high > 65535:
                 raise ValueError(
                     f"a 32-bit integer image must hold 16-bit values 0-65535 (this one spans {arr.min():g} to "
                     f"{arr.max():g}); save it as 8- or 16-bit"

@@ -227,7 +227,9 @@ def generate_masks(
     gen = make_mask_generator(generator) if isinstance(generator, str) else generator
     created = False
     if not (store_path / PAIRS_FILE).is_file():
-        write_pairs(store_path, make_pairs(splits, identities, seed=seed))  # deterministic: shards agree
+        write_pairs(
+            store_path, make_pairs(splits, identities, seed=seed, root=image_root)
+        )  # deterministic: shards agree
         created = True
     records = read_pairs(store_path)
     state = store_path / STATE_DIR
