@@ -197,10 +197,10 @@ class ServiceEngine:
                 buffer = io.BytesIO()
                 _photos.save_protected_png(buffer, image, record)
                 return buffer.getvalue()
-            face = pil_to_tensor(fit_image(photo, _MASK_SIZE))
-            x_m = pil_to_tensor(fit_image(mask, _MASK_SIZE)) if mask is not None else self._make_mask(face)
-            protected = self.sender.protect(face, x_m)
-            return png_bytes(tensor_to_pil(protected), self._record())
+            # PIL images into the facade: it resizes them to the bundle's size with Lanczos, as files are read
+            face = fit_image(photo, _MASK_SIZE)
+            x_m = mask if mask is not None else tensor_to_pil(self._make_mask(pil_to_tensor(face)))
+            return png_bytes(self.sender.protect(face, x_m), self._record())
 
     def recover(self, protected: Image.Image) -> bytes:
         """Receiver: the recovered photo (or face, crop mode) as PNG bytes, z seeded for reproducible answers."""
