@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -270,8 +271,10 @@ def _paste(photo: np.ndarray, region: FaceRegion, layer: np.ndarray, mode: Paste
 
 
 def _sized_watermark(ipmn: IPMN, size: int) -> torch.Tensor:
-    """w at the processing size (H is fully convolutional; w is resized bilinearly when the crop is not the
-    bundle's size)."""
+    """The watermark w at the processing size (bilinear when the crop is not the bundle's size).
+
+    H is fully convolutional, so it runs at any size once w matches the mask's.
+    """
     w = ipmn.watermark
     assert w is not None
     if w.shape[-1] == size and w.shape[-2] == size:
@@ -313,7 +316,7 @@ def protect_photo(
     photo: Image.Image,
     ipmn: IPMN,
     *,
-    donor: Image.Image | None = None,
+    donor: Image.Image | Callable[[np.ndarray], Image.Image] | None = None,
     analyzer: Any = None,
     generator: Any = None,
     size: int | None = None,
@@ -325,7 +328,9 @@ def protect_photo(
     Args:
         photo: any PIL image; turned upright by its EXIF orientation and converted to 8-bit RGB.
         ipmn: a facade with a service bundle.
-        donor: the identity put on every face (a face image); None: :func:`default_donor`.
+        donor: the identity put on every face (a face image), or a picker called with each face's aligned crop
+            (``(S, S, 3)`` uint8) that returns the donor image for it
+            (:class:`~ipmn_lightning.inference.donors.DonorPicker`); None: :func:`default_donor`.
         analyzer: finds faces and landmarks (:func:`find_faces`); None: dlib's.
         generator: the mask generator; None: ``make_mask_generator("landmark")`` with ``analyzer``.
         size: side of the aligned crop the bundle processes; None: the bundle's size.
@@ -358,7 +363,12 @@ def protect_photo(
         )
     if generator is None:
         generator = make_mask_generator("landmark", analyzer=analyzer)
-    donor_face, donor_landmarks = _donor_parts(donor if donor is not None else default_donor(), analyzer)
+    # a picker (ipmn_lightning.inference.donors.DonorPicker) chooses per face; an image is every face's donor
+    pick = donor if callable(donor) else None
+    fixed = None
+    if pick is None:
+        fixed = _donor_parts(donor if donor is not None else default_donor(), analyzer)  # type: ignore[arg-type]
+    parts_of: dict[int, tuple[torch.Tensor, np.ndarray]] = {}
     side = int(size or ipmn.image_size)
     out = array.copy()
     regions = []
@@ -372,6 +382,13 @@ def protect_photo(
         mask_side = max(side, MASK_MIN_SIZE)
         mask_affine = alignment_affine(landmarks, mask_side, margin)
         mask_face = _to_tensor(warp_face(out, mask_affine, mask_side))
+        if pick is not None:
+            chosen = pick(warp_face(out, mask_affine, mask_side))
+            if id(chosen) not in parts_of:
+                parts_of[id(chosen)] = _donor_parts(chosen, analyzer)
+            donor_face, donor_landmarks = parts_of[id(chosen)]
+        else:
+            donor_face, donor_landmarks = fixed  # type: ignore[misc]
         outcome = generator.generate(mask_face, donor_face, [apply_affine(mask_affine, landmarks)], [donor_landmarks])[
             0
         ]
