@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Literal
 
 from ipmn_lightning.core.errors import IPMNError
 
@@ -27,6 +28,7 @@ def serve(
     period: float = 60.0,
     device: str = "cpu",
     work_dir: str = ".",
+    mode: Literal["photo", "crop"] = "photo",
 ) -> int:
     """Serve protect/recover/verify over HTTP with a web page at ``/`` (paper §3.1, Fig. 1).
 
@@ -49,6 +51,8 @@ def serve(
         period: the rate's window, in seconds.
         device: where the networks run.
         work_dir: the only folder the service may write to (it must exist).
+        mode: ``photo``: whole photos, every face found (dlib) and pasted back, the record in the PNG;
+            ``crop``: aligned face crops at the bundle's size (as ``ipmn protect``'s folder mode).
 
     Returns:
         0 after a clean shutdown, 2 on bad arguments (reason on stderr).
@@ -71,7 +75,7 @@ def serve(
             raise IPMNError(f"--work_dir {work_dir} is not a folder")
         limits = ServeLimits(int(max_upload_mb * 1024 * 1024), int(max_megapixels * 1e6), rate, period)
         keys = load_keys(key_file)
-        engine = ServiceEngine(service, receiver, verifier, device=device, donor=donor, work_dir=work_dir)
+        engine = ServiceEngine(service, receiver, verifier, device=device, donor=donor, work_dir=work_dir, mode=mode)
     except (IPMNError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -2,11 +2,11 @@
 
 Two modes, chosen when the engine is built:
 
-- ``photo`` (when :mod:`ipmn_lightning.inference.photos` exists, issue 26 item 1): every face of a photo is found,
-  protected and pasted back into the full photo; what recovery needs travels in the PNG's text chunk.
-- ``crop`` (until then): the upload is an aligned face crop. ``/protect`` centre-crops it to a square, makes its
-  mask x_m with the ``landmark`` generator and a donor identity (or takes an uploaded mask) and returns x_wmf at
-  the bundle's size; ``/recover`` takes the mask off such an image.
+- ``photo`` (the default): every face of a photo is found (dlib), protected and pasted back into the full photo
+  (:mod:`ipmn_lightning.inference.photos`); what recovery needs travels in the PNG's text chunk.
+- ``crop``: the upload is an aligned face crop, as in ``ipmn protect``'s folder mode. ``/protect`` centre-crops
+  it to a square, makes its mask x_m with the ``landmark`` generator and a donor identity (or takes an uploaded
+  mask) and returns x_wmf at the bundle's size; ``/recover`` takes the mask off such an image.
 
 The networks run one request at a time (a lock): torch already uses every core for one image, and a second
 concurrent forward pass would only double the memory.
@@ -29,16 +29,15 @@ from PIL import Image, PngImagePlugin
 
 from ipmn_lightning.core.images import pil_to_tensor, tensor_to_pil
 from ipmn_lightning.data.images import fit_image
+from ipmn_lightning.inference import photos as _photos
 from ipmn_lightning.inference.bundle import SERVICE_FORMAT, VERIFIER_FORMAT, Bundle, load_bundle
 from ipmn_lightning.inference.facade import IPMN
 from ipmn_lightning.serve.limits import HTTPProblem
 
-try:  # photo mode: the photos module of issue 26 item 1 (wt-photos)
-    from ipmn_lightning.inference import photos as _photos
-except ImportError:  # not merged yet: crop mode
-    _photos = None
+__all__ = ["MODES", "RECORD_KEY", "ServiceEngine", "bundle_summary"]
 
-__all__ = ["RECORD_KEY", "ServiceEngine", "bundle_summary"]
+#: ``photo``: whole photos, faces found and pasted back; ``crop``: aligned face crops (folder mode).
+MODES = ("photo", "crop")
 
 #: The PNG text chunk of a crop-mode protected image: the mode, the bundle's fingerprint and the image size.
 RECORD_KEY = "ipmn-serve"
@@ -96,7 +95,9 @@ class ServiceEngine:
             ``/recover``.
         verifier: ``verifier.safetensors`` (R, w, threshold): ``/verify``.
         device: where the networks run.
-        donor: crop mode's donor face file; ``None``: a built-in synthetic face (no download, no real person).
+        donor: the donor face file (the identity put on every face); ``None``: a built-in synthetic face (no
+            download, no real person).
+        mode: ``photo`` or ``crop`` (see the module docstring).
         work_dir: the only folder the engine may write to (photo mode's temporary PNGs); nothing else is written.
 
     Raises:
@@ -111,7 +112,10 @@ class ServiceEngine:
         device: str = "cpu",
         donor: str | os.PathLike[str] | None = None,
         work_dir: str | os.PathLike[str] = ".",
+        mode: str = "photo",
     ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         service_bundle = load_bundle(service, SERVICE_FORMAT)
         receiver_bundle = load_bundle(receiver, SERVICE_FORMAT)
         verifier_bundle = load_bundle(verifier, VERIFIER_FORMAT)
@@ -119,7 +123,7 @@ class ServiceEngine:
         self.receiver = IPMN(receiver_bundle, device=device)
         self.verifier = IPMN(verifier=verifier_bundle, device=device)
         self.image_size = self.sender.image_size
-        self.mode = "photo" if _photos is not None else "crop"
+        self.mode = mode
         self.summary = {
             "service": bundle_summary(service_bundle),
             "receiver": bundle_summary(receiver_bundle),
@@ -129,17 +133,18 @@ class ServiceEngine:
         self._donor_file = None if donor is None else Path(donor)
         self._donor: _Donor | None = None
         self._generator: Any = None
+        self._donor_image: Image.Image | None = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------- crop mode
     def _mask_generator(self) -> Any:
         """The ``landmark`` generator, built on first use (dlib and OpenCV: the ``faces`` extra)."""
         if self._generator is None:
-            from ipmn_lightning.faces.analysis import FacesExtraMissingError
+            from ipmn_lightning.faces.analysis import DlibFaceAnalyzer, FacesExtraMissingError
             from ipmn_lightning.faces.generators import make_mask_generator
 
             try:
-                self._generator = make_mask_generator("landmark")
+                self._generator = make_mask_generator("landmark", analyzer=DlibFaceAnalyzer())
             except FacesExtraMissingError as err:
                 raise HTTPProblem(
                     501, f"making the mask needs the faces extra (pip install 'ipmn-lightning[faces]'): {err}"
@@ -189,11 +194,17 @@ class ServiceEngine:
             HTTPProblem: 422 when no face is found, 501 when the mask cannot be made here.
         """
         with self._lock:
-            if _photos is not None:
+            if self.mode == "photo":
+                generator = self._mask_generator()  # dlib's analyzer and the generator, built once
+                if self._donor_image is None and self._donor_file is not None:
+                    with Image.open(self._donor_file) as img:
+                        self._donor_image = img.convert("RGB")
                 try:
-                    image, record = _photos.protect_photo(photo, self.sender)
+                    image, record = _photos.protect_photo(
+                        photo, self.sender, donor=self._donor_image, analyzer=generator.analyzer, generator=generator
+                    )
                 except _photos.NoFaceError as err:
-                    raise HTTPProblem(422, f"no face found in the photo: {err}") from err
+                    raise HTTPProblem(422, str(err)) from err
                 buffer = io.BytesIO()
                 _photos.save_protected_png(buffer, image, record)
                 return buffer.getvalue()
@@ -205,14 +216,30 @@ class ServiceEngine:
     def recover(self, protected: Image.Image) -> bytes:
         """Receiver: the recovered photo (or face, crop mode) as PNG bytes, z seeded for reproducible answers."""
         with self._lock:
-            if _photos is not None:
-                return png_bytes(_photos.recover_photo(protected, self.receiver))
+            if self.mode == "photo":
+                try:
+                    return png_bytes(_photos.recover_photo(protected, self.receiver))
+                except _photos.PhotoRecordError as err:
+                    raise HTTPProblem(400, str(err)) from err
             face, _ = self.receiver.recover(protected, seed=0)
             return png_bytes(face)
 
     def verify(self, image: Image.Image) -> dict[str, Any]:
-        """IP verifier: R's NC on the image, the threshold and the verdict ``NC > threshold`` (paper §4)."""
-        # TODO(issue 26 item 1): in photo mode, verify each protected face region of the record
+        """IP verifier: R's NC, the threshold and the verdict ``NC > threshold`` (paper §4).
+
+        A photo with a photo record is judged on each protected region's aligned crop (``regions``; the photo
+        verifies when every region does, and ``nc`` is the lowest); any other image as a whole.
+        """
+        record = _photos.read_photo_record(image) if self.mode == "photo" else None
         with self._lock:
-            verdict = self.verifier.verify(image)
-        return {"nc": verdict.nc, "threshold": verdict.threshold, "verified": verdict.verified}
+            if record is None or not record.regions:
+                verdict = self.verifier.verify(image)
+                return {"nc": verdict.nc, "threshold": verdict.threshold, "verified": verdict.verified}
+            verdicts = self.verifier.verify(_photos.region_crops(image, record, self.verifier.image_size))
+        regions = [{"box": list(r.box), "nc": v.nc, "verified": v.verified} for r, v in zip(record.regions, verdicts)]
+        return {
+            "nc": min(v.nc for v in verdicts),
+            "threshold": verdicts[0].threshold,
+            "verified": all(v.verified for v in verdicts),
+            "regions": regions,
+        }

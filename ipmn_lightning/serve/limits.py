@@ -136,6 +136,8 @@ def decode_photo(data: bytes, limits: ServeLimits) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     try:
-        return rgb_image(upright)
+        rgb = rgb_image(upright)
     except ValueError as err:  # 16-bit or float pixels out of range
         raise HTTPProblem(400, str(err)) from err
+    rgb.info = {**img.info, **rgb.info}  # the PNG text chunks (the photo record recovery needs) travel on
+    return rgb

@@ -17,7 +17,8 @@ from tests.serve.live import OWNER_KEY, RECEIVER_KEY, Client, LiveServer, live
 def engine(service: Path, verifier: Path):
     from ipmn_lightning.serve.engine import ServiceEngine
 
-    return ServiceEngine(service, service, verifier)  # the service bundle as the receiver's (issue 25)
+    # crop mode: aligned crops and uploaded masks, so the HTTP tests need no dlib; photo mode: test_photo_mode.py
+    return ServiceEngine(service, service, verifier, mode="crop")  # the service bundle as the receiver's (issue 25)
 
 
 @pytest.fixture(scope="module")
