@@ -25,8 +25,8 @@ PAGE = """<!doctype html>
   #drop.over { border-color: #1a73e8; background: #eef4ff; }
   .controls { margin: 1rem 0; display: flex; gap: 1rem; align-items: center; flex-wrap: wrap; }
   .row { display: flex; gap: 1rem; flex-wrap: wrap; }
-  figure { margin: 0; background: #fff; border: 1px solid #ddd; border-radius: 8px; padding: .6rem; width: 280px; }
-  figure img { width: 100%; height: 260px; object-fit: contain; image-rendering: pixelated; background: #eee; }
+  figure { margin: 0; background: #fff; border: 1px solid #ddd; border-radius: 8px; padding: .6rem; width: 260px; }
+  figure img { width: 100%; height: 240px; object-fit: contain; image-rendering: pixelated; background: #eee; }
   figcaption { font-size: .9rem; margin-top: .3rem; }
   #status { font-size: .9rem; color: #555; min-height: 1.2em; }
   #status.error { color: #b00020; }
