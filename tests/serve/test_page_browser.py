@@ -29,7 +29,7 @@ def test_drop_a_photo_see_original_protected_and_recovered(client, tmp_path: Pat
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         try:
-            page = browser.new_page(viewport={"width": 1000, "height": 520})
+            page = browser.new_page(viewport={"width": 1000, "height": 580})
             requests: list[str] = []
             page.on("request", lambda r: requests.append(r.url))
             page.goto(client.url + "/")
