@@ -19,6 +19,7 @@ from ipmn_lightning.console.masks import masks_check, masks_generate, masks_pair
 from ipmn_lightning.core.errors import IPMNError
 from ipmn_lightning.diffface.commands import masks_convert_diffface
 from ipmn_lightning.inference.roles import protect, recover, verify
+from ipmn_lightning.serve import serve
 from ipmn_lightning.training.lightning_cli import TRAINER_COMMANDS, build_cli
 from ipmn_lightning.workflows.evaluation import evaluate
 from ipmn_lightning.workflows.pipeline import pipeline
@@ -43,6 +44,7 @@ COMMANDS: dict[str, Any] = {
     "protect": protect,
     "recover": recover,
     "verify": verify,
+    "serve": serve,
     "masks": {
         "pairs": masks_pairs,
         "generate": masks_generate,

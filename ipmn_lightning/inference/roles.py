@@ -58,6 +58,7 @@ from ipmn_lightning.inference.guards import (
     same_file,
     write_all,
 )
+from ipmn_lightning.inference.photo_commands import carries_record, photo_ncs, protect_photos, recover_photos
 from ipmn_lightning.inference.statistics import empirical_p_values, fisher_combined_p_value
 
 __all__ = ["RoleError", "empirical_p_values", "fisher_combined_p_value", "protect", "read_images", "recover", "verify"]
@@ -88,8 +89,10 @@ def protect(
     *,
     bundle: str,
     protected: str,
-    mask: str,
+    mask: str | None = None,
     out: str,
+    donors: str | None = None,
+    size: int | None = None,
     resize: ResizePolicy = "crop",
     batch_size: int = 8,
     device: str = "cpu",
@@ -98,10 +101,15 @@ def protect(
 
     Args:
         bundle: the service bundle (``service.safetensors``).
-        protected: a face image or a folder of them (x_p).
+        protected: a face image or a folder of them (x_p); without ``mask``, a photo or a folder of photos
+            (photo mode: every face found, swapped with a donor, protected and pasted back into the whole photo,
+            :mod:`ipmn_lightning.inference.photo_commands`).
         mask: the mask image or a folder of masks (x_m), paired with the faces by file name stem; never the
-            same file or folder as ``protected``.
+            same file or folder as ``protected``. Omit it for photo mode.
         out: output folder; not an input folder nor inside one.
+        donors: photo mode: a folder of donor faces (each face gets the one dlib finds least like it); default:
+            the built-in synthetic donor.
+        size: photo mode: side of the aligned face crop the bundle processes; default: the bundle's size.
         resize: images not at the bundle's size: ``crop`` (centre square, resized), ``resize`` (squashed whole)
             or ``reject``.
         batch_size: images per forward pass.
@@ -111,6 +119,8 @@ def protect(
     def run() -> int:
         check_batch_size(batch_size)
         check_device(device)
+        if mask is None:
+            return protect_photos(bundle=bundle, photos=protected, out=out, donors=donors, size=size, device=device)
         if same_file(Path(protected).expanduser(), Path(mask).expanduser()):
             raise RoleError(
                 f"--mask {mask} is the same as --protected: a face cannot be its own mask (it would hide nothing)"
@@ -144,6 +154,7 @@ def recover(
     masked: str,
     out: str,
     seed: int | None = None,
+    photo: bool | None = None,
     resize: ResizePolicy = "crop",
     batch_size: int = 8,
     device: str = "cpu",
@@ -154,7 +165,9 @@ def recover(
         bundle: the service bundle (``service.safetensors``).
         masked: a masked face (x_wmf, as written by ``ipmn protect``) or a folder of them.
         out: output folder; not the ``masked`` folder nor inside it (the next run would read the outputs).
-        seed: seed of the Gaussian z (batch ``i`` uses ``seed + i``); ``None``: random.
+        seed: seed of the Gaussian z (batch ``i`` uses ``seed + i``); ``None``: random (photo mode: 0).
+        photo: photo mode (a whole photo from ``ipmn protect PHOTO``, restored from its PNG record, written as
+            ``<stem>.png``); ``None``: when the inputs carry a record; ``false``: aligned crops only.
         resize: images not at the bundle's size: ``crop`` (centre square, resized), ``resize`` (squashed whole)
             or ``reject``.
         batch_size: images per forward pass.
@@ -164,6 +177,8 @@ def recover(
     def run() -> int:
         check_batch_size(batch_size)
         check_device(device)
+        if photo or (photo is None and any(carries_record(f) for f in list_images(masked, "masked"))):
+            return recover_photos(bundle=bundle, masked=masked, out=out, seed=seed, device=device)
         folder = check_out_folder(out)
         model = IPMN.load(service_bundle=bundle, device=device)
         files = list_images(masked, "masked")
@@ -241,9 +256,13 @@ def verify(
                     values += [v.nc for v in model.verify(read_images(chunk, model.image_size, resize))]
             return values
 
-        observed = ncs(files, "verify")
+        # a protected photo (its PNG record) gives one row per face: R on each region's crop at the bundle's size
+        plain = [f for f in files if not carries_record(f)]
+        labelled = list(zip(map(str, plain), ncs(plain, "verify"))) if plain else []
+        labelled += [row for f in files if f not in plain for row in photo_ncs(model, f)]
+        observed = [nc for _, nc in labelled]
         rows: list[dict[str, Any]] = [
-            {"file": str(f), "nc": nc, "verified": bool(nc > model.threshold)} for f, nc in zip(files, observed)
+            {"file": name, "nc": nc, "verified": bool(nc > model.threshold)} for name, nc in labelled
         ]
         if reference_files:
             clean, source = ncs(reference_files, "reference"), f"--reference {reference}"
