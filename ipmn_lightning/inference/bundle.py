@@ -1,17 +1,21 @@
-"""Deployable artifacts of a trained IPMN: the service bundle and the verifier bundle.
+"""Deployable artifacts of a trained IPMN: the service, receiver and verifier bundles.
 
-Both are safetensors files (tensors plus a string-to-string header), so loading one never runs code:
+Each is a safetensors file (tensors plus a string-to-string header), so loading one never runs code, and each
+gives its holder only what the role needs (least privilege; who holds which: docs/security.md):
 
-- **service bundle** (``format: "ipmn-service"``): what a buyer of the privacy service receives, i.e. the
-  sender's H (``embedder.*``) and the INN (``inn.*``) that puts the mask on and takes it off. It also holds
-  the watermark ``w`` (``watermark``): H computes x_wm = H(x_m, w) and cannot embed without it. Shipping w
-  does not weaken the IP check, which rests on the owner's extractor R (kept in the verifier bundle): a
-  buyer holding w but not R cannot tell which images R accepts.
-- **verifier bundle** (``format: "ipmn-verifier"``): what the owner keeps: R (``extractor.*``), w and the
-  NC threshold of the verdict.
+- **service bundle** (``format: "ipmn-service"``): what the operator of the privacy service runs: the
+  sender's H (``embedder.*``), the INN (``inn.*``) that puts the mask on and the watermark ``w``
+  (``watermark``): H computes x_wm = H(x_m, w) and cannot embed without it. Whoever holds it can watermark any
+  image, so it stays with the operator.
+- **receiver bundle** (``format: "ipmn-receiver"``): what a receiver needs to take the mask off: the INN
+  (``inn.*``) and its settings; no tensor of H and no w.
+- **verifier bundle** (``format: "ipmn-verifier"``): what the owner keeps: R (``extractor.*``), w, the NC
+  threshold of the verdict, the reference NCs of clean images and ``calibration``, where the threshold and the
+  reference came from (the run, the number and source of the clean images).
 
-The header holds ``format``, ``format_version`` and ``config``, a JSON object with the networks' constructor
-arguments, the image size and the ipmn version that wrote the file.
+The header holds ``format``, ``format_version``, ``config`` (a JSON object with the networks' constructor
+arguments, the image size and the ipmn version that wrote the file) and ``fingerprint``, a SHA-256 over all
+of it and the tensors, recomputed on every load (:mod:`ipmn_lightning.inference.bundle_checks`).
 """
 
 from __future__ import annotations
@@ -30,14 +34,23 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from ipmn_lightning import __version__
-from ipmn_lightning.core.errors import IPMNError
 from ipmn_lightning.core.files import atomic_path
+from ipmn_lightning.inference.bundle_checks import (
+    NETWORKS,
+    RECEIVER_FORMAT,
+    ROLE,
+    SERVICE_FORMAT,
+    VERIFIER_FORMAT,
+    BundleError,
+    check_config,
+    check_tensor_names,
+    compute_fingerprint,
+)
 from ipmn_lightning.metrics.functional import NC_THRESHOLD
 from ipmn_lightning.phases import (
     PHASE1,
     PHASE3_ENHANCE,
     PHASE_KEY,
-    WATERMARK_POSITIONS,
     CheckpointError,
     build,
     extractor_config,
@@ -47,28 +60,19 @@ from ipmn_lightning.phases import (
 
 __all__ = [
     "FORMAT_VERSION",
+    "RECEIVER_FORMAT",
     "SERVICE_FORMAT",
     "VERIFIER_FORMAT",
     "Bundle",
     "BundleError",
+    "export_receiver_bundle",
     "export_service_bundle",
     "export_verifier_bundle",
     "load_bundle",
 ]
 
-SERVICE_FORMAT = "ipmn-service"
-VERIFIER_FORMAT = "ipmn-verifier"
 FORMAT_VERSION = 1
-BundleFormat = Literal["ipmn-service", "ipmn-verifier"]
-_NETWORKS = {SERVICE_FORMAT: ("embedder", "inn"), VERIFIER_FORMAT: ("extractor",)}
-_ROLE = {
-    SERVICE_FORMAT: "service bundle (H and the INN)",
-    VERIFIER_FORMAT: "verifier bundle (R and the watermark)",
-}
-
-
-class BundleError(IPMNError):
-    """A bundle file is missing, unreadable, of the other kind, of an unsupported version or incomplete."""
+BundleFormat = Literal["ipmn-service", "ipmn-receiver", "ipmn-verifier"]
 
 
 @dataclass
@@ -77,12 +81,14 @@ class Bundle:
 
     Attributes:
         path: the file it was read from.
-        format: ``ipmn-service`` or ``ipmn-verifier``.
+        format: ``ipmn-service``, ``ipmn-receiver`` or ``ipmn-verifier``.
         version: the format version.
         config: the JSON header: ``image_size``, the networks' configs (``embedder``/``inn`` or
             ``extractor``), ``threshold`` (verifier), optional ``clean_nc_reference`` (verifier: R's NCs on
-            clean images), ``ipmn_version``, ``source`` (checkpoint it came from).
+            clean images), optional ``calibration`` (verifier: where the threshold and reference came from),
+            ``ipmn_version``, ``source`` (checkpoint it came from).
         tensors: every tensor, keyed by its name (``embedder.*``, ``inn.*``, ``extractor.*``, ``watermark``).
+        fingerprint: ``sha256:<hex>`` of the header and tensors, as checked on loading.
     """
 
     path: Path
@@ -90,6 +96,12 @@ class Bundle:
     version: int
     config: dict[str, Any]
     tensors: dict[str, Tensor] = field(repr=False)
+    fingerprint: str = ""
+
+    @property
+    def role(self) -> str:
+        """What the bundle is, in words (``service bundle (H, the INN and w)``, ...)."""
+        return ROLE[self.format]
 
     @property
     def image_size(self) -> int:
@@ -98,7 +110,9 @@ class Bundle:
 
     @property
     def watermark(self) -> Tensor:
-        """The watermark w, (3, S, S) float in [0, 1]."""
+        """The watermark w, (3, S, S) float in [0, 1]; a receiver bundle has none."""
+        if "watermark" not in self.tensors:
+            raise BundleError(f"{self.path} is a {self.role}: it holds no watermark")
         return self.tensors["watermark"]
 
     def network(self, kind: str) -> nn.Module:
@@ -122,8 +136,10 @@ def _tensors(state_dict: dict[str, Tensor], prefixes: tuple[str, ...]) -> dict[s
 
 
 def _write(path: str | os.PathLike, fmt: str, config: dict[str, Any], tensors: dict[str, Tensor]) -> Path:
-    header = {"format": fmt, "format_version": str(FORMAT_VERSION),
-              "config": json.dumps({**config, "ipmn_version": __version__}, sort_keys=True)}  # fmt: skip
+    # the fingerprint is computed over the config as it will be read back (JSON round trip: tuples -> lists)
+    config = json.loads(json.dumps({**config, "ipmn_version": __version__}, sort_keys=True))
+    header = {"format": fmt, "format_version": str(FORMAT_VERSION), "config": json.dumps(config, sort_keys=True),
+              "fingerprint": compute_fingerprint(fmt, FORMAT_VERSION, config, tensors)}  # fmt: skip
     target = Path(path)
     with atomic_path(target) as tmp:
         save_file(tensors, str(tmp), metadata=header)
@@ -156,6 +172,27 @@ def export_service_bundle(phase2_ckpt: str | os.PathLike[str], path: str | os.Pa
     return _write(path, SERVICE_FORMAT, config, _tensors(state, ("embedder", "inn")))
 
 
+def export_receiver_bundle(phase2_ckpt: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+    """Write the receiver bundle of a phase-2 checkpoint: the INN and its settings only (no H, no w).
+
+    Taking the mask off (``IPMN.recover``) runs the INN's put-off alone, so a receiver needs nothing else; H and
+    w, which can put the owner's watermark on any image, stay in the operator's service bundle.
+
+    Args:
+        phase2_ckpt: a phase-2 (``InvertibleMaskModule``) checkpoint.
+        path: the ``.safetensors`` file to write (atomically).
+
+    Returns:
+        ``path``.
+    """
+    configs, state = load_phase2(str(phase2_ckpt))
+    _refuse_baseline(configs["embedder"], phase2_ckpt)
+    config = {"inn": configs["inn"], "image_size": int(configs["embedder"]["image_size"]),
+              "source": Path(phase2_ckpt).name}  # fmt: skip
+    tensors = {k: v for k, v in _tensors(state, ("inn",)).items() if k != "watermark"}
+    return _write(path, RECEIVER_FORMAT, config, tensors)
+
+
 def _extractor_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, Tensor], float]:
     """R's config, the state dict and the NC threshold of a phase-1 or an extractor-enhancement checkpoint."""
     try:
@@ -179,6 +216,7 @@ def export_verifier_bundle(
     path: str | os.PathLike[str],
     threshold: float | None = None,
     clean_nc_reference: Sequence[float] | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> Path:
     """Write the verifier bundle (R, w, NC threshold) of an extractor checkpoint.
 
@@ -188,6 +226,8 @@ def export_verifier_bundle(
         threshold: NC above which an image verifies; default: phase 1's ``nc_threshold`` (0.95, paper §4).
         clean_nc_reference: NCs this R gives on clean images (no watermark), stored in the header so that
             ``ipmn verify`` can turn observed NCs into p-values; ``None``: no reference.
+        calibration: where the reference came from (e.g. ``run``, ``clean_images``, ``source``), recorded
+            with the threshold's origin under ``calibration`` so that a report can say what its verdict rests on.
 
     Returns:
         ``path``.
@@ -211,102 +251,20 @@ def export_verifier_bundle(
         if not all(math.isfinite(v) and -1 <= v <= 1 for v in reference):
             raise ValueError("export_verifier_bundle: clean_nc_reference must hold finite NCs in [-1, 1]")
         config["clean_nc_reference"] = reference
+    origin = "export argument" if threshold != default_threshold else "the checkpoint's nc_threshold (paper §4: 0.95)"
+    config["calibration"] = {
+        "threshold": {"value": threshold, "from": origin, "checkpoint": Path(extractor_ckpt).name},
+        "reference": None if clean_nc_reference is None else {**(calibration or {}), "size": len(reference)},
+    }
     return _write(path, VERIFIER_FORMAT, config, _tensors(state, ("extractor",)))
 
 
-#: Ranges of the header fields (inclusive): wide enough for any real network, small enough that a damaged or
-#: hostile header cannot make the loader allocate until the machine runs out of memory.
-_INT_RANGES: dict[str, tuple[int, int]] = {
-    "image_size": (8, 4096),
-    "embedder.image_size": (8, 4096),
-    "embedder.ngf": (1, 512),
-    "inn.num_blocks": (1, 64),
-    "inn.growth": (1, 1024),
-    "extractor.channels": (1, 1024),
-}
-_MAX_REFERENCE = 1_000_000
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_config(file: Path, fmt: str, config: Any, tensors: dict[str, Tensor]) -> None:
-    """Check the types and ranges of the header fields before any network is built (BundleError otherwise)."""
-
-    def bad(name: str, value: Any, expected: str) -> BundleError:
-        return BundleError(f"{file}: header field {name!r} is {value!r}, expected {expected}; re-export the bundle")
-
-    if not isinstance(config, dict):
-        raise BundleError(f"{file}: damaged bundle header (config is not a JSON object)")
-    for kind in _NETWORKS[fmt]:
-        if not isinstance(config.get(kind), dict):
-            raise BundleError(f"{file}: the header has no {kind!r} config; re-export the bundle")
-    for name, (low, high) in _INT_RANGES.items():
-        kind, _, key = name.rpartition(".")
-        section = config.get(kind) if kind else config
-        if kind and kind not in _NETWORKS[fmt]:
-            continue
-        value = section.get(key) if isinstance(section, dict) else None
-        if not _is_int(value) or not low <= value <= high:
-            raise bad(name, value, f"an integer in [{low}, {high}]")
-    if "embedder" in config:
-        embedder = config["embedder"]
-        if embedder["image_size"] != config["image_size"]:
-            raise bad("embedder.image_size", embedder["image_size"], f"the bundle's image_size {config['image_size']}")
-        if embedder.get("num_downs") is not None and not (
-            _is_int(embedder["num_downs"]) and 1 <= embedder["num_downs"] <= 12
-        ):
-            raise bad("embedder.num_downs", embedder["num_downs"], "null or an integer in [1, 12]")
-        if not isinstance(embedder.get("residual", False), bool):
-            raise bad("embedder.residual", embedder["residual"], "true or false")
-    if config.get("position", "mask") not in WATERMARK_POSITIONS:
-        raise bad("position", config["position"], f"one of {list(WATERMARK_POSITIONS)}")
-    if "inn" in config:
-        clamp = config["inn"].get("clamp")
-        if not _is_real(clamp) or not 0 < clamp <= 100:
-            raise bad("inn.clamp", clamp, "a finite number in (0, 100]")
-        if not isinstance(config["inn"].get("wavelet", "haar"), str):
-            raise bad("inn.wavelet", config["inn"]["wavelet"], "a string")
-    if "extractor" in config:
-        dilations = config["extractor"].get("dilations")
-        if (
-            not isinstance(dilations, list)
-            or not 1 <= len(dilations) <= 32
-            or not all(_is_int(d) and 1 <= d <= 64 for d in dilations)
-        ):
-            raise bad("extractor.dilations", dilations, "a list of 1 to 32 integers in [1, 64]")
-    if fmt == VERIFIER_FORMAT:
-        threshold = config.get("threshold")
-        if not _is_real(threshold) or not 0 < threshold < 1:
-            raise bad("threshold", threshold, "a number in (0, 1) (NC above it verifies)")
-        reference = config.get("clean_nc_reference")
-        if reference is not None and (
-            not isinstance(reference, list)
-            or len(reference) > _MAX_REFERENCE
-            or not all(_is_real(v) and -1 <= v <= 1 for v in reference)
-        ):
-            raise bad("clean_nc_reference", "[...]" if isinstance(reference, list) else reference,
-                      f"null or a list of at most {_MAX_REFERENCE} NCs in [-1, 1]")  # fmt: skip
-    size = config["image_size"]
-    watermark = tensors.get("watermark")
-    if watermark is not None and (tuple(watermark.shape) != (3, size, size) or not watermark.is_floating_point()):
-        raise BundleError(
-            f"{file}: the watermark tensor is {tuple(watermark.shape)} {watermark.dtype}, but the header's "
-            f"image_size {size} needs a (3, {size}, {size}) float tensor; re-export the bundle"
-        )
-
-
-def load_bundle(path: str | os.PathLike[str], expected_format: BundleFormat) -> Bundle:
+def load_bundle(path: str | os.PathLike[str], expected_format: BundleFormat | tuple[BundleFormat, ...]) -> Bundle:
     """Read and check a bundle; never runs code from the file.
 
     Args:
         path: the ``.safetensors`` bundle.
-        expected_format: ``ipmn-service`` or ``ipmn-verifier``.
+        expected_format: ``ipmn-service``, ``ipmn-receiver`` or ``ipmn-verifier``, or a tuple of those accepted.
 
     Returns:
         The bundle, with every tensor on the CPU.
@@ -314,11 +272,14 @@ def load_bundle(path: str | os.PathLike[str], expected_format: BundleFormat) -> 
     Raises:
         BundleError: missing file, not a safetensors file (or corrupt), not an IPMN bundle, the other kind of
             bundle, an unsupported format version, a header field of the wrong type or out of range
-            (``threshold`` in (0, 1), ``image_size`` in [8, 4096], ...), or missing/mismatched tensors; the
-            message names the file and the field.
+            (``threshold`` in (0, 1), ``image_size`` in [8, 4096], ...), missing/mismatched tensors, tensors the
+            kind must not hold (H or w in a receiver bundle), no fingerprint (written before bundles carried
+            one: re-export) or a fingerprint that does not match the content (edited); the message names the
+            file and the field.
     """
     file = Path(path).expanduser()
-    want = _ROLE[expected_format]
+    accepted = (expected_format,) if isinstance(expected_format, str) else tuple(expected_format)
+    want = " or a ".join(ROLE[f] for f in accepted)
     if not file.is_file():
         raise BundleError(f"no bundle at {file}: pass the {want} from `ipmn pipeline` (<output>/bundles/)")
     try:
@@ -329,10 +290,10 @@ def load_bundle(path: str | os.PathLike[str], expected_format: BundleFormat) -> 
         message = f"{file} is not a readable safetensors file (corrupt or not a bundle): {err}"
         raise BundleError(message) from err
     fmt = header.get("format")
-    if fmt not in _ROLE:
+    if fmt not in ROLE:
         raise BundleError(f"{file} is a safetensors file but not an IPMN bundle (header format {fmt!r})")
-    if fmt != expected_format:
-        raise BundleError(f"{file} is a {_ROLE[fmt]}, but a {want} is needed here; pass the other file")
+    if fmt not in accepted:
+        raise BundleError(f"{file} is a {ROLE[fmt]}, but a {want} is needed here; pass the other file")
     try:
         version = int(header.get("format_version", ""))
         config = json.loads(header["config"])
@@ -343,11 +304,11 @@ def load_bundle(path: str | os.PathLike[str], expected_format: BundleFormat) -> 
             f"{file} has bundle format version {version}; this ipmn-lightning {__version__} reads version "
             f"{FORMAT_VERSION}; use the ipmn that wrote it ({config.get('ipmn_version', '?')}) or re-export"
         )
-    _check_config(file, fmt, config, tensors)
-    bundle = Bundle(file, fmt, version, config, tensors)
-    missing = [] if "watermark" in tensors else ["watermark"]
+    check_config(file, fmt, config, tensors)
+    check_tensor_names(file, fmt, tensors)
+    missing = [] if "watermark" in tensors or fmt == RECEIVER_FORMAT else ["watermark"]
     wrong = []
-    for kind in _NETWORKS[fmt]:
+    for kind in NETWORKS[fmt]:
         try:
             # on the meta device: no memory is allocated, so a header asking for a huge network costs nothing;
             # the real network is built only once its shapes match the tensors actually in the file
@@ -367,4 +328,31 @@ def load_bundle(path: str | os.PathLike[str], expected_format: BundleFormat) -> 
     if wrong:
         shown = ", ".join(wrong[:3]) + (f" and {len(wrong) - 3} more" if len(wrong) > 3 else "")
         raise BundleError(f"{file}: tensors do not fit the header's network config: {shown}; re-export the bundle")
-    return bundle
+    fingerprint = _check_fingerprint(file, fmt, version, config, tensors, header.get("fingerprint"))
+    return Bundle(file, fmt, version, config, tensors, fingerprint)
+
+
+def _check_fingerprint(
+    file: Path, fmt: str, version: int, config: dict[str, Any], tensors: dict[str, Tensor], stored: str | None
+) -> str:
+    """The bundle's fingerprint, after checking that it matches the content (last: the clearest errors first).
+
+    A bundle without one is refused rather than loaded with a warning: nothing was released before
+    fingerprints, re-exporting costs seconds, and a loader that accepted unfingerprinted files would let
+    anyone edit a bundle by deleting its fingerprint.
+    """
+    if not stored:
+        raise BundleError(
+            f"{file} has no fingerprint (written by ipmn-lightning {config.get('ipmn_version', '?')}, before bundles "
+            "carried one); re-export it: run `ipmn pipeline` again on its output folder (finished phases are "
+            "skipped, the bundles rewritten) or call export_service_bundle/export_receiver_bundle/"
+            "export_verifier_bundle on its checkpoint"
+        )
+    actual = compute_fingerprint(fmt, version, config, tensors)
+    if stored != actual:
+        raise BundleError(
+            f"{file} was edited after export: its header says fingerprint {stored} but its content (header and "
+            f"tensors) hashes to {actual}; a changed threshold, reference or weight is refused. Use the bundle as "
+            "exported (re-export it from its checkpoint)"
+        )
+    return actual

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from ipmn_lightning.core.images import pil_to_tensor, tensor_to_pil
 from ipmn_lightning.data.images import fit_batch, fit_image, size_problem
-from ipmn_lightning.inference.bundle import SERVICE_FORMAT, VERIFIER_FORMAT, Bundle, load_bundle
+from ipmn_lightning.inference.bundle import RECEIVER_FORMAT, SERVICE_FORMAT, VERIFIER_FORMAT, Bundle, load_bundle
 from ipmn_lightning.metrics.functional import normalized_correlation, quantize_8bit
 from ipmn_lightning.phases import put_on_mask
 
@@ -66,10 +66,11 @@ class IPMN:
     """A trained IPMN loaded from its bundles (see :mod:`ipmn_lightning.inference.bundle`).
 
     Build it with :meth:`load`. A facade without a service bundle can only extract and verify; one
-    without a verifier bundle can only protect and recover.
+    without a verifier bundle can only protect and recover; one with a receiver bundle in place of the service
+    bundle (the INN only) can only recover.
 
     Args:
-        service: the loaded service bundle, or ``None``.
+        service: the loaded service bundle or receiver bundle, or ``None``.
         verifier: the loaded verifier bundle, or ``None``.
         device: where the networks run (``cpu``, ``cuda``, ``cuda:1``, ...).
     """
@@ -86,9 +87,11 @@ class IPMN:
         self.embedder = self.inn = self.extractor = None
         self.watermark = self.verifier_watermark = None
         self.threshold: float | None = None
+        self.receiver_only = service is not None and service.format == RECEIVER_FORMAT
         if service is not None:
-            self.embedder = service.network("embedder").to(self.device)
             self.inn = service.network("inn").to(self.device)
+        if service is not None and not self.receiver_only:
+            self.embedder = service.network("embedder").to(self.device)
             self.watermark = service.watermark.to(self.device)
             # where the run's phase 2 put w: IPMN's mask, or a Table 5/7 variant (phases.put_on_mask)
             self.position = str(service.config.get("position", "mask"))
@@ -109,18 +112,25 @@ class IPMN:
         service_bundle: str | os.PathLike[str] | None = None,
         verifier_bundle: str | os.PathLike[str] | None = None,
         device: str | torch.device = "cpu",
+        receiver_bundle: str | os.PathLike[str] | None = None,
     ) -> IPMN:
         """Load the bundles written by ``ipmn pipeline`` (``<output>/bundles/*.safetensors``).
 
         Args:
-            service_bundle: ``service.safetensors`` (H, INN, w), for :meth:`protect` and :meth:`recover`.
+            service_bundle: ``service.safetensors`` (H, INN, w), for :meth:`protect` and :meth:`recover`; a
+                receiver bundle is accepted here too.
             verifier_bundle: ``verifier.safetensors`` (R, w, threshold), for :meth:`extract`, :meth:`verify`.
             device: where the networks run.
+            receiver_bundle: ``receiver.safetensors`` (the INN only), for :meth:`recover`; instead of
+                ``service_bundle``.
 
         Raises:
             ipmn_lightning.inference.bundle.BundleError: a bundle is missing, corrupt, of the wrong kind or version.
         """
-        service = load_bundle(service_bundle, SERVICE_FORMAT) if service_bundle is not None else None
+        if service_bundle is not None and receiver_bundle is not None:
+            raise ValueError("IPMN.load: pass service_bundle or receiver_bundle, not both (the service bundle has all)")
+        sender = service_bundle if service_bundle is not None else receiver_bundle
+        service = load_bundle(sender, (SERVICE_FORMAT, RECEIVER_FORMAT)) if sender is not None else None
         verifier = load_bundle(verifier_bundle, VERIFIER_FORMAT) if verifier_bundle is not None else None
         return cls(service, verifier, device)
 
@@ -214,6 +224,11 @@ class IPMN:
         Returns:
             x_wmf, the same kind as ``protected``, in [0, 1] on the 8-bit grid.
         """
+        if self.receiver_only:
+            raise RuntimeError(
+                "this IPMN was loaded from a receiver bundle (the INN only), which takes masks off but cannot put "
+                "one on: protect needs H and the watermark w of the service bundle, which only the operator holds"
+            )
         self._need("inn", "service")
         faces, kind, device = self._to_batch(protected, "protected")
         masks, _, _ = self._to_batch(mask, "mask")

@@ -129,8 +129,8 @@ def recover_photos(*, bundle: str, masked: str, out: str, seed: int | None = Non
     return 0
 
 
-def photo_ncs(model: IPMN, file: Path) -> list[tuple[str, float]]:
-    """``ipmn verify`` on a protected photo: ``(name#i, NC)`` of R on each region's aligned crop."""
+def photo_ncs(model: IPMN, file: Path) -> list[tuple[str, float, Image.Image]]:
+    """``ipmn verify`` on a protected photo: ``(name#i, NC, crop)`` of R on each region's aligned crop."""
     try:
         with Image.open(file) as image:
             image.load()
@@ -141,4 +141,4 @@ def photo_ncs(model: IPMN, file: Path) -> list[tuple[str, float]]:
     except PhotoRecordError as err:
         raise RoleError(f"{file}: {err}") from err
     verdicts = model.verify(crops) if crops else []
-    return [(f"{file}#{index}", v.nc) for index, v in enumerate(verdicts)]  # type: ignore[union-attr]
+    return [(f"{file}#{i}", v.nc, crop) for i, (v, crop) in enumerate(zip(verdicts, crops))]  # type: ignore[union-attr]

@@ -21,7 +21,9 @@ broken links refused by name), file names (two inputs with the
 same stem, ``x.png`` and ``x.bmp``, would write the same output), and the output folder (not a file, not an
 input folder or inside one, never replacing an input file, writable). ``verify --report`` never replaces an
 input or the bundle, and replaces an existing report only with ``--overwrite true``. Those checks are in
-:mod:`ipmn_lightning.inference.guards`; the p-values of ``verify`` in :mod:`ipmn_lightning.inference.statistics`.
+:mod:`ipmn_lightning.inference.guards`; the p-values and set-level statement of ``verify`` in
+:mod:`ipmn_lightning.inference.statistics`. Every command prints the bundle it used and its fingerprint on stderr
+(``verify`` also records it in its report), to compare with the fingerprint recorded at export.
 
 The commands return 0 on success, 2 on bad input (with the reason on stderr); ``verify`` returns 1 when an
 image does not verify.
@@ -31,14 +33,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image
 
 from ipmn_lightning.core.files import atomic_write_text
+from ipmn_lightning.core.images import pil_to_tensor
 from ipmn_lightning.data.images import read_image
-from ipmn_lightning.inference.bundle import VERIFIER_FORMAT, load_bundle
+from ipmn_lightning.inference.bundle import RECEIVER_FORMAT, SERVICE_FORMAT, VERIFIER_FORMAT, Bundle, load_bundle
 from ipmn_lightning.inference.facade import IPMN
 from ipmn_lightning.inference.guards import (
     ResizePolicy,
@@ -59,9 +64,9 @@ from ipmn_lightning.inference.guards import (
     write_all,
 )
 from ipmn_lightning.inference.photo_commands import carries_record, photo_ncs, protect_photos, recover_photos
-from ipmn_lightning.inference.statistics import empirical_p_values, fisher_combined_p_value
+from ipmn_lightning.inference.statistics import empirical_p_values, near_duplicate_groups, set_statement, thumbnail
 
-__all__ = ["RoleError", "empirical_p_values", "fisher_combined_p_value", "protect", "read_images", "recover", "verify"]
+__all__ = ["RoleError", "empirical_p_values", "protect", "read_images", "recover", "verify"]
 
 #: The roles' ``--resize`` policies as :func:`~ipmn_lightning.data.images.read_image` crops (``reject`` reads
 #: only images already at the bundle's size, for which the crop changes nothing).
@@ -83,6 +88,11 @@ def read_images(files: list[Path], size: int, resize: ResizePolicy) -> list[Imag
     if resize == "reject":
         check_images(files, size, resize)
     return [read_image(file, size, _CROPS[resize]) for file in files]
+
+
+def _announce(bundle: Bundle) -> None:
+    """Say on stderr which bundle a command runs with: its path, kind and fingerprint."""
+    print(f"bundle: {bundle.path} ({bundle.role}), fingerprint {bundle.fingerprint}", file=sys.stderr)
 
 
 def protect(
@@ -126,7 +136,9 @@ def protect(
                 f"--mask {mask} is the same as --protected: a face cannot be its own mask (it would hide nothing)"
             )
         folder = check_out_folder(out)
-        model = IPMN.load(service_bundle=bundle, device=device)
+        loaded = load_bundle(bundle, SERVICE_FORMAT)
+        model = IPMN(service=loaded, device=device)
+        _announce(loaded)
         pairs = pair_by_stem(list_images(protected, "protected"), list_images(mask, "mask"))
         check_images([f for pair in pairs for f in pair], model.image_size, resize)
         check_not_inside_inputs(folder, {"protected": protected, "mask": mask})
@@ -162,7 +174,8 @@ def recover(
     """Receiver: take the mask off; writes ``<out>/<stem>_face.png`` (x'_p) and ``<stem>_mask.png`` (x'_wm).
 
     Args:
-        bundle: the service bundle (``service.safetensors``).
+        bundle: the receiver bundle (``receiver.safetensors``: the INN only) or the service bundle; both give
+            the same outputs.
         masked: a masked face (x_wmf, as written by ``ipmn protect``) or a folder of them.
         out: output folder; not the ``masked`` folder nor inside it (the next run would read the outputs).
         seed: seed of the Gaussian z (batch ``i`` uses ``seed + i``); ``None``: random (photo mode: 0).
@@ -180,7 +193,9 @@ def recover(
         if photo or (photo is None and any(carries_record(f) for f in list_images(masked, "masked"))):
             return recover_photos(bundle=bundle, masked=masked, out=out, seed=seed, device=device)
         folder = check_out_folder(out)
-        model = IPMN.load(service_bundle=bundle, device=device)
+        loaded = load_bundle(bundle, (RECEIVER_FORMAT, SERVICE_FORMAT))
+        model = IPMN(service=loaded, device=device)
+        _announce(loaded)
         files = list_images(masked, "masked")
         check_images(files, model.image_size, resize)
         check_not_inside_inputs(folder, {"masked": masked})
@@ -218,12 +233,16 @@ def verify(
 ) -> int:
     """IP verifier: does each image carry the owner's watermark? Exit code 0 if every image verifies, else 1.
 
-    Prints a table of NC and verdict per image (verified when NC > the bundle's threshold, paper §4) and, when
-    a reference of NCs on clean images is available, how unlikely the observed NCs are for clean images: each
-    image's empirical p-value ``(1 + #{reference NC >= NC}) / (N + 1)`` and the set's combined p-value
-    (Fisher: ``-2 Σ ln p ~ χ²(2n)``, images taken as independent). A p-value from N reference NCs is never
-    below ``1 / (N + 1)`` per image. The reference is ``--reference`` (clean faces: no watermark), else the
-    bundle's ``clean_nc_reference``.
+    Prints a table of NC and verdict per image (verified when NC > the bundle's threshold, paper §4), with each
+    image's empirical p-value ``(1 + #{reference NC >= NC}) / (N + 1)`` when a reference of NCs on clean images
+    is available (never below ``1 / (N + 1)``), then one set-level statement
+    (:func:`~ipmn_lightning.inference.statistics.set_statement`): near-duplicates (the same image re-encoded or
+    resized) count once, only images that pass the threshold count, and the count of verified distinct images
+    is compared with the per-image false-positive rate measured on the reference (its 95% Clopper-Pearson upper
+    bound) by an exact binomial tail. No p-values are combined: the images of a set are not independent draws
+    from the reference's distribution (copies, a selected subset, another domain). The reference is
+    ``--reference`` (clean faces: no watermark), else the bundle's ``clean_nc_reference``. The report also
+    records the bundle's fingerprint and calibration (where its threshold and reference came from).
 
     Args:
         bundle: the verifier bundle (``verifier.safetensors``).
@@ -249,17 +268,27 @@ def verify(
         if report is not None:
             target = check_report(report, overwrite, [loaded.path, *files, *reference_files])
 
-        def ncs(paths: list[Path], desc: str) -> list[float]:
+        _announce(loaded)
+        looks: list[Any] = []
+
+        def ncs(paths: list[Path], desc: str, keep: bool = False) -> list[float]:
             values: list[float] = []
             with contextlib.closing(batches(paths, batch_size, desc)) as chunks:
                 for chunk in chunks:
-                    values += [v.nc for v in model.verify(read_images(chunk, model.image_size, resize))]
+                    pictures = read_images(chunk, model.image_size, resize)
+                    values += [v.nc for v in model.verify(pictures)]
+                    if keep:  # the thumbnails that near-duplicates are found by
+                        looks.extend(thumbnail(pil_to_tensor(picture)) for picture in pictures)
             return values
 
         # a protected photo (its PNG record) gives one row per face: R on each region's crop at the bundle's size
         plain = [f for f in files if not carries_record(f)]
-        labelled = list(zip(map(str, plain), ncs(plain, "verify"))) if plain else []
-        labelled += [row for f in files if f not in plain for row in photo_ncs(model, f)]
+        labelled = list(zip(map(str, plain), ncs(plain, "verify", keep=True))) if plain else []
+        for f in files:
+            if f not in plain:
+                for name, nc, crop in photo_ncs(model, f):
+                    labelled.append((name, nc))
+                    looks.append(thumbnail(pil_to_tensor(crop)))  # copies of one photo collapse like any copy
         observed = [nc for _, nc in labelled]
         rows: list[dict[str, Any]] = [
             {"file": name, "nc": nc, "verified": bool(nc > model.threshold)} for name, nc in labelled
@@ -269,41 +298,39 @@ def verify(
         else:
             clean, source = loaded.config.get("clean_nc_reference"), "the bundle's clean_nc_reference"
         p_values = empirical_p_values(observed, clean) if clean else None
+        groups = near_duplicate_groups(torch.stack(looks))
         width = max(len(Path(r["file"]).name) for r in rows)
         print(f"{'image':<{width}}  {'NC':>7}  {'p-value':>8}  verdict")
         for index, row in enumerate(rows):
             verdict = "verified" if row["verified"] else "NOT verified"
             p_text = f"{p_values[index]:8.2g}" if p_values is not None else f"{'-':>8}"
             print(f"{Path(row['file']).name:<{width}}  {row['nc']:7.4f}  {p_text}  {verdict}")
+            row["near_duplicate_group"] = groups[index]
             if p_values is not None:
                 row["p_value"] = p_values[index]
         passed = sum(r["verified"] for r in rows)
         print(f"{passed}/{len(rows)} image(s) verified (NC > {model.threshold})")
         summary: dict[str, Any] = {
             "bundle": str(bundle),
+            "bundle_fingerprint": loaded.fingerprint,
+            "calibration": loaded.config.get("calibration"),
             "threshold": model.threshold,
             "verified": passed,
             "total": len(rows),
             "all_verified": passed == len(rows),
         }
+        statement = set_statement(observed, groups, float(model.threshold), clean)
+        statement["reference_source"] = source if clean else None
+        print(f"set: {statement['statement']}")
+        summary["set_statement"] = statement
         if p_values is not None:
-            statistic, combined = fisher_combined_p_value(p_values)
             floor = 1 / (len(clean) + 1)
             print(
-                f"p-value (chance that clean images give NCs this high; Fisher's combination over {len(rows)} "
-                f"image(s), against {len(clean)} clean-image NCs from {source}): {combined:.3g}; each image's "
-                f"p-value is at least 1/(N+1) = {floor:.3g} with N = {len(clean)}, so smaller per-image p-values "
-                "need a larger reference"
+                f"per-image p-values against {len(clean)} clean-image NCs from {source}: each is at least "
+                f"1/(N+1) = {floor:.3g}, and holds only for images like the reference's"
             )
-            summary["p_value"] = {
-                "combined": combined,
-                "method": "fisher",
-                "statistic": statistic,
-                "degrees_of_freedom": 2 * len(rows),
-                "reference_size": len(clean),
-                "reference_source": source,
-                "per_image_minimum": floor,
-            }
+            summary["p_value"] = {"reference_size": len(clean), "reference_source": source,
+                                  "per_image_minimum": floor}  # fmt: skip
         else:
             note = (
                 "no p-value: no reference NCs of clean images; pass --reference DIR (clean faces without the "

@@ -1,4 +1,9 @@
-"""The pipeline's bundles: ``<output>/bundles/{service,verifier}.safetensors`` and R's clean-image reference NCs."""
+"""The pipeline's bundles: ``<output>/bundles/{service,receiver,verifier}.safetensors`` and R's reference NCs.
+
+Three bundles, one per holder (least privilege, docs/security.md): ``service`` for the operator (H, the INN,
+w), ``receiver`` for whoever takes masks off (the INN only), ``verifier`` for the owner (R, w, threshold,
+clean-image reference and where it came from).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,21 @@ from pathlib import Path
 from typing import Any
 
 from ipmn_lightning.datamodules.face_swap import FaceSwapDataModule
-from ipmn_lightning.inference.bundle import BundleError, export_service_bundle, export_verifier_bundle
+from ipmn_lightning.inference.bundle import (
+    BundleError,
+    export_receiver_bundle,
+    export_service_bundle,
+    export_verifier_bundle,
+    load_bundle,
+)
 from ipmn_lightning.inference.facade import IPMN
 from ipmn_lightning.metrics.functional import quantize_8bit
 from ipmn_lightning.phases import PHASE1, PHASE2, PHASE3_ENHANCE
 
-__all__ = ["clean_nc_reference", "export_bundles", "relative_to"]
+#: The data module's arguments that say which clean images the reference NCs came from.
+_CALIBRATION_DATA = ("source", "root", "image_size", "seed", "test_fraction")
+
+__all__ = ["bundle_fingerprints", "clean_nc_reference", "export_bundles", "relative_to"]
 
 
 def relative_to(path: str | Path, root: Path) -> str:
@@ -59,17 +73,32 @@ def clean_nc_reference(
     return ncs[:limit]
 
 
+def bundle_fingerprints(bundles: dict[str, str], root: Path | None = None) -> dict[str, str]:
+    """``{role: fingerprint}`` of the bundles ``{role: path}`` (paths relative to ``root`` when given)."""
+    formats = {"service": "ipmn-service", "receiver": "ipmn-receiver", "verifier": "ipmn-verifier"}
+    return {
+        role: load_bundle(Path(root, path) if root is not None else path, formats[role]).fingerprint  # type: ignore[arg-type]
+        for role, path in bundles.items()
+    }
+
+
 def export_bundles(out: Path, done: dict[str, list[str]], data: dict[str, Any] | None = None) -> dict[str, str]:
-    """Write ``<out>/bundles/``: ``service.safetensors`` (phase 2), ``verifier.safetensors`` (R).
+    """Write ``<out>/bundles/``: ``service`` and ``receiver.safetensors`` (phase 2), ``verifier.safetensors`` (R).
 
     With ``data`` (the data module's arguments), the verifier bundle also carries ``clean_nc_reference``: R's NCs
-    on the clean images of the test split (:func:`clean_nc_reference`).
+    on the clean images of the test split (:func:`clean_nc_reference`), with its ``calibration`` record (the run,
+    the number of clean images, their source). Prints each bundle's path and fingerprint.
+
+    Returns:
+        ``{role: path}``, paths relative to ``out`` when inside it.
     """
     bundles: dict[str, str] = {}
     try:
         if done[PHASE2]:
             service = export_service_bundle(done[PHASE2][-1], out / "bundles" / "service.safetensors")
             bundles["service"] = str(service)
+            receiver = export_receiver_bundle(done[PHASE2][-1], out / "bundles" / "receiver.safetensors")
+            bundles["receiver"] = str(receiver)
         extractor = (done[PHASE3_ENHANCE] or done[PHASE1] or [None])[-1]
         if extractor is not None:
             bundles["verifier"] = str(export_verifier_bundle(extractor, out / "bundles" / "verifier.safetensors"))
@@ -82,8 +111,17 @@ def export_bundles(out: Path, done: dict[str, list[str]], data: dict[str, Any] |
         except (OSError, ValueError) as err:  # the data moved or changed: the bundle stays usable without it
             print(f"warning: verifier bundle without clean_nc_reference ({type(err).__name__}: {err})")
         else:
-            export_verifier_bundle(extractor, bundles["verifier"], clean_nc_reference=reference)
+            calibration = {
+                "run": str(out.resolve()),
+                "clean_images": len(reference),
+                "source": "x_m, x_p and x'_p (z seeded per batch) of the test split, as 8-bit images",
+                "data": {k: str(v) for k, v in data.items() if k in _CALIBRATION_DATA},
+                "service_bundle": relative_to(bundles["service"], out) if "service" in bundles else None,
+            }
+            export_verifier_bundle(
+                extractor, bundles["verifier"], clean_nc_reference=reference, calibration=calibration
+            )
             print(f"verifier bundle: {len(reference)} clean-image reference NCs (for p-values in ipmn verify)")
     for role, path in bundles.items():
-        print(f"{role} bundle: {path}")
+        print(f"{role} bundle: {path} (fingerprint {bundle_fingerprints({role: path})[role]})")
     return {role: relative_to(path, out) for role, path in bundles.items()}

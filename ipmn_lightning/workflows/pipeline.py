@@ -11,7 +11,7 @@ phases, configs, arguments, checkpoints, final validation metrics, seeds, versio
 
 Running the same pipeline again skips finished phases (even if their config changed since: delete
 ``<output>/<name>`` to retrain one) and continues an interrupted one from its ``last.ckpt``. At the end it
-writes ``<output>/bundles/{service,verifier}.safetensors`` (:mod:`ipmn_lightning.workflows.bundles`) and
+writes ``<output>/bundles/{service,receiver,verifier}.safetensors`` (:mod:`ipmn_lightning.workflows.bundles`) and
 (``evaluate``) the report of :mod:`ipmn_lightning.workflows.evaluation` (``<output>/report.md``, ``report.json``,
 ``examples.png``).
 """
@@ -34,7 +34,7 @@ from ipmn_lightning import __version__
 from ipmn_lightning.core.files import atomic_write_text
 from ipmn_lightning.phases import PHASE1, PHASE2, PHASE3_ENHANCE, PHASE3_STEAL, PHASES
 from ipmn_lightning.training.lightning_cli import build_cli, has_model_checkpoint, parse_config
-from ipmn_lightning.workflows.bundles import clean_nc_reference, export_bundles
+from ipmn_lightning.workflows.bundles import bundle_fingerprints, clean_nc_reference, export_bundles
 from ipmn_lightning.workflows.bundles import relative_to as _relative
 from ipmn_lightning.workflows.evaluation import run_evaluation
 from ipmn_lightning.workflows.manifest import MANIFEST, load_manifest
@@ -337,6 +337,8 @@ def pipeline(
     manifest["wall_time_s"] = sum(p.get("wall_time_s", 0.0) for p in manifest["phases"])
     data = next((r["data"] for r in reversed(manifest["phases"]) if r.get("data")), None)
     manifest["bundles"] = export_bundles(out, done, data)
+    # recorded outside the bundles, so that an edited bundle with a recomputed fingerprint is still caught
+    manifest["bundle_fingerprints"] = bundle_fingerprints(manifest["bundles"], out)
     save()
     if evaluate and done[PHASE1] and done[PHASE2]:
         print(f"evaluating into {out}", flush=True)

@@ -86,6 +86,7 @@ def test_pipeline_exports_bundles_and_report(full_run):
     manifest = json.loads((full_run / "manifest.json").read_text())
     assert manifest["bundles"] == {
         "service": "bundles/service.safetensors",
+        "receiver": "bundles/receiver.safetensors",
         "verifier": "bundles/verifier.safetensors",
     }
     verifier = load_bundle(full_run / "bundles/verifier.safetensors", "ipmn-verifier")
@@ -97,6 +98,24 @@ def test_pipeline_exports_bundles_and_report(full_run):
     for name in ("report.md", "report.json", "examples.png"):
         assert (full_run / name).is_file() and manifest["evaluation"][name] == name
     assert "unet" in json.loads((full_run / "report.json").read_text())["table10"]
+
+
+def test_pipeline_bundles_give_each_holder_only_its_part(full_run):
+    """Service, receiver, verifier: fingerprints in the manifest, the receiver's INN only, the calibration."""
+    from safetensors import safe_open
+
+    manifest = json.loads((full_run / "manifest.json").read_text())
+    formats = {"service": "ipmn-service", "receiver": "ipmn-receiver", "verifier": "ipmn-verifier"}
+    for role, fmt in formats.items():
+        bundle = load_bundle(full_run / manifest["bundles"][role], fmt)
+        assert manifest["bundle_fingerprints"][role] == bundle.fingerprint  # recorded outside the bundle
+    with safe_open(str(full_run / manifest["bundles"]["receiver"]), framework="pt") as handle:
+        assert all(key.startswith("inn.") for key in handle.keys())
+    verifier = load_bundle(full_run / manifest["bundles"]["verifier"], "ipmn-verifier")
+    reference = verifier.config["calibration"]["reference"]
+    assert reference["clean_images"] == reference["size"] == len(verifier.config["clean_nc_reference"])
+    assert reference["run"] == str(full_run.resolve()) and "test split" in reference["source"]
+    assert verifier.config["calibration"]["threshold"]["value"] == verifier.config["threshold"]
 
 
 def test_verifier_bundle_carries_clean_reference_ncs(full_run):
@@ -122,7 +141,7 @@ def test_resume_skips_finished_and_continues_interrupted(tmp_path):
     manifest = run_pipeline(both, evaluate=False)
     assert last1.stat().st_mtime_ns == stamp  # phase 1 was not retrained
     assert manifest["phases"][0]["reused"] and manifest["phases"][1]["status"] == "finished"
-    assert set(manifest["bundles"]) == {"service", "verifier"} and "evaluation" not in manifest
+    assert set(manifest["bundles"]) == {"service", "receiver", "verifier"} and "evaluation" not in manifest
     # an interrupted phase 2: its last.ckpt exists but the manifest does not call it finished
     path = tmp_path / "run/manifest.json"
     manifest["phases"][1]["status"] = "interrupted"
