@@ -151,7 +151,13 @@ def test_console_entry_is_imported_by_nothing():
     assert importers <= {"ipmn_lightning.__main__", *(m for m in importers if m.startswith("ipmn_lightning.console"))}
 
 
-INFERENCE = sorted(module_name(p) for p in (PACKAGE / "inference").glob("*.py"))
+#: Every module of the inference layer's folders (the role commands, the API, the service).
+INFERENCE = sorted(
+    module_name(p)
+    for folder, (_, layer) in FOLDERS.items()
+    if layer == "inference"
+    for p in (PACKAGE / folder).glob("*.py")
+)
 
 
 @pytest.mark.parametrize("module", INFERENCE)
