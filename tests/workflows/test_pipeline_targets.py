@@ -68,3 +68,14 @@ def test_check_names_each_missed_target():
                                  "recovery PSNR (x_p, x'_p) 8-bit", "validation images"]  # fmt: skip
     assert verdict["skipped"][0]["why"].startswith("no face analyser")
     assert check(_report(1.0, 0.0, 32.0, sr_p=0.5), targets)["failed"] == ["SR_P of x_wmf (8-bit, no attack)"]
+
+
+def test_a_missed_r_target_trains_the_enhancement_within_the_extra_budget(tmp_path):
+    only_r = {**REACHABLE, "sr_e": 1.01}  # only SR_E misses, and always: more enhancement is tried, then it fails
+    path = write_pipeline(tmp_path, FULL, targets=only_r, extra_budget=2)
+    assert main(["pipeline", "--config", str(path)]) == TARGETS_MISSED
+    manifest = json.loads((tmp_path / "run/manifest.json").read_text())
+    enhance = next(p for p in manifest["phases"] if p["name"] == "enhance")
+    assert enhance["extra_steps"] == 2 and manifest["gate"]["extra_steps"] == 2
+    assert all(name.startswith("SR_E") for name in manifest["gate"]["failed"])
+    assert "2 extra steps" in (tmp_path / "run/report.md").read_text()
