@@ -305,7 +305,8 @@ def pipeline(
         evaluate: write the evaluation report at the end.
         masks: generate the mask store first (real photos; see :class:`MasksStep`).
         targets: check the run on its validation split before exporting the bundles
-            (:class:`~ipmn_lightning.workflows.targets.Targets`); ``None``: not checked (a warning says so).
+            (:class:`~ipmn_lightning.workflows.targets.Targets`); ``None`` or ``evaluate`` off: not checked (a
+            warning says so, and the manifest's ``gate``).
         extra_budget: extra optimizer steps the main enhancement phase may train when only R's targets are missed.
 
     Returns:
@@ -415,8 +416,12 @@ def pipeline(
     verdict = None
     if targets is None:
         print("warning: this pipeline states no targets: its result is not checked before the bundles are exported")
+    elif not evaluate:  # evaluate: false measures nothing (a dry run of the chaining), the check included
+        print("warning: evaluate is off: the targets are not checked before the bundles are exported")
+        manifest["gate"] = {"status": "NOT CHECKED", "why": "evaluate: false"}
     elif not (done[PHASE1] and done[PHASE2]):
         print("warning: the targets need phase 1 and phase 2; not checked")
+        manifest["gate"] = {"status": "NOT CHECKED", "why": "no phase 1 and phase 2"}
     else:
         verdict = manifest["gate"] = _gate(out, targets, extra_budget, enhancement, checkpoint, save)
         if enhancement is not None and checkpoint == "best":  # more training may have found a better one
