@@ -51,6 +51,9 @@ class ExtractorEnhanceModule(IPMNModule):
         betas: Adam betas (DMW).
         plateau_factor: ReduceLROnPlateau factor (DMW adversarial stage).
         plateau_patience: ReduceLROnPlateau patience in validation epochs (DMW: 8).
+        plateau_interval: when the plateau scheduler looks at ``val/loss``: ``epoch`` (at each training epoch's
+            end, DMW) or ``validation`` (after each validation run, every ``trainer.val_check_interval`` batches:
+            with a budget in steps the patience then counts validations, not epochs, whatever the data size).
         eval_seed: seed of the Gaussian z used when recovering in validation/test.
         robust_extraction: train R on every source after a random distortion of the kind images meet when
             shared (JPEG, resize, blur, noise, 8-bit rounding; see
@@ -81,6 +84,7 @@ class ExtractorEnhanceModule(IPMNModule):
         betas: tuple[float, float] = (0.5, 0.999),
         plateau_factor: float = 0.2,
         plateau_patience: int = 8,
+        plateau_interval: Literal["epoch", "validation"] = "epoch",
         eval_seed: int = 0,
         robust_extraction: bool = False,
         robust_p_clean: float = 0.25,
@@ -206,11 +210,21 @@ class ExtractorEnhanceModule(IPMNModule):
         return losses["wext"]
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """Adam on R with ReduceLROnPlateau on the validation loss."""
+        """Adam on R with ReduceLROnPlateau on the validation loss (per epoch, or per validation run)."""
         hp = self.hparams
         opt = torch.optim.Adam(self.extractor.parameters(), lr=hp.lr, betas=tuple(hp.betas))
         scheduler = ReduceLROnPlateau(opt, mode="min", factor=hp.plateau_factor, patience=hp.plateau_patience)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss", "strict": False}}
+        config: dict[str, Any] = {"scheduler": scheduler, "monitor": "val/loss", "strict": False}
+        if hp.get("plateau_interval", "epoch") == "validation":
+            every = self._trainer.val_check_interval if self._trainer is not None else None
+            if not isinstance(every, int) or isinstance(every, bool):
+                raise ValueError(
+                    "plateau_interval=validation needs validation every N batches: set trainer.val_check_interval "
+                    f"to an integer and trainer.check_val_every_n_epoch to null (got val_check_interval={every!r})"
+                )
+            # Lightning steps a plateau scheduler of interval "step" after that batch's validation run
+            config.update(interval="step", frequency=every)
+        return {"optimizer": opt, "lr_scheduler": config}
 
     # ------------------------------------------------------------- evaluation
     def _evaluate(self, batch: dict[str, Any], batch_idx: int, stage: Literal["val", "test"]) -> None:

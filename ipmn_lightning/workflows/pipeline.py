@@ -14,6 +14,13 @@ Running the same pipeline again skips finished phases (even if their config chan
 writes ``<output>/bundles/{service,receiver,verifier}.safetensors`` (:mod:`ipmn_lightning.workflows.bundles`) and
 (``evaluate``) the report of :mod:`ipmn_lightning.workflows.evaluation` (``<output>/report.md``, ``report.json``,
 ``examples.png``).
+
+A pipeline with ``targets`` (:mod:`ipmn_lightning.workflows.targets`) checks its own result first, on the
+validation split: a run that misses an R target (SR_E, FPR) trains the enhancement up to ``extra_budget`` more
+steps and measures again; a run that still misses one exports no bundles, says FAILED and which target (with the
+measured value) in the manifest and ``report.md``/``report.json``, and exits with :data:`TARGETS_MISSED`. No
+bundles rather than marked ones: a ``bundles.FAILED/`` folder is still a pair of files that load and protect,
+and one copied elsewhere loses its mark; the checkpoints stay for a look, and a rerun measures again.
 """
 
 from __future__ import annotations
@@ -46,11 +53,22 @@ from ipmn_lightning.workflows.pipeline_spec import (
     phase_settings,
     read_pipeline_file,
 )
+from ipmn_lightning.workflows.targets import (
+    GATE_FOLDER,
+    Targets,
+    check,
+    measure,
+    r_targets_only,
+    stamp_report,
+    verdict_markdown,
+)
 
 __all__ = [
     "MANIFEST",
+    "TARGETS_MISSED",
     "MasksStep",
     "PhaseSpec",
+    "Targets",
     "clean_nc_reference",
     "export_bundles",
     "load_manifest",
@@ -61,6 +79,9 @@ __all__ = [
 ]
 
 CKPT_ARGS = {phase.ckpt_argument: key for key, phase in PHASES.items()}
+
+#: the exit code of a run that missed its targets (1: interrupted, 2: bad input)
+TARGETS_MISSED = 3
 
 
 def _make_masks(step: MasksStep, first: Namespace, out: Path, previous: dict) -> dict:
@@ -210,6 +231,52 @@ def _phase_args(
     return [*args, *spec.args, *extra]
 
 
+def _gate(
+    out: Path,
+    targets: Targets,
+    extra_budget: int,
+    enhancement: tuple[PhaseSpec, dict[str, Any]] | None,
+    mode: str,
+    save: Any,
+) -> dict[str, Any]:
+    """Measure the run against its targets; train the enhancement more (within ``extra_budget``) while only R's miss.
+
+    Args:
+        out: the pipeline output.
+        targets: the bounds.
+        extra_budget: extra optimizer steps the main enhancement phase may train in all (over every rerun).
+        enhancement: the main enhancement phase and its manifest record (updated in place), or ``None``.
+        mode: which checkpoint a phase hands on (``last``/``best``).
+        save: rewrites the manifest.
+
+    Returns:
+        The verdict of :func:`~ipmn_lightning.workflows.targets.check` (``extra_steps``: the steps it added).
+    """
+    print(f"checking the targets on the validation split ({out / GATE_FOLDER})", flush=True)
+    verdict = check(measure(out, targets), targets)
+    while verdict["failed"] and enhancement is not None and r_targets_only(verdict):
+        spec, record = enhancement
+        left = extra_budget - record.get("extra_steps", 0)
+        if left <= 0 or not record.get("args") or not record.get("global_step"):
+            break
+        root = out / spec.name
+        last = newest_last_checkpoint(root / "checkpoints")
+        print(f"missed {verdict['failed']}: training {spec.name} {left} more steps (extra_budget)", flush=True)
+        # a resume with a later step budget: the same phase, its optimizer and schedule continue where they were
+        budget = ("--ckpt_path=", "--trainer.max_steps=", "--trainer.max_epochs=")
+        args = [a for a in record["args"] if not a.startswith(budget)]
+        total = record["global_step"] + left
+        args += ["--trainer.max_epochs=-1", f"--trainer.max_steps={total}", f"--ckpt_path={last}"]
+        tic = time.time()
+        result = _fit(spec, args, root, mode)
+        record.update(result, extra_steps=record.get("extra_steps", 0) + result["global_step"] - record["global_step"],
+                      wall_time_s=record.get("wall_time_s", 0.0) + time.time() - tic)  # fmt: skip
+        save()
+        verdict = check(measure(out, targets), targets)
+        verdict["extra_steps"] = record["extra_steps"]
+    return verdict
+
+
 def pipeline(
     *,
     phases: list[PhaseSpec],
@@ -220,6 +287,8 @@ def pipeline(
     seed: int | None = None,
     evaluate: bool = True,
     masks: MasksStep | None = None,
+    targets: Targets | None = None,
+    extra_budget: int = 0,
 ) -> int:
     """Train the phases in order, chaining their checkpoints; then export the bundles and evaluate.
 
@@ -235,6 +304,13 @@ def pipeline(
         seed: ``seed_everything`` of every phase (default: each config's own).
         evaluate: write the evaluation report at the end.
         masks: generate the mask store first (real photos; see :class:`MasksStep`).
+        targets: check the run on its validation split before exporting the bundles
+            (:class:`~ipmn_lightning.workflows.targets.Targets`); ``None`` or ``evaluate`` off: not checked (a
+            warning says so, and the manifest's ``gate``).
+        extra_budget: extra optimizer steps the main enhancement phase may train when only R's targets are missed.
+
+    Returns:
+        0; 1 when a phase was interrupted; :data:`TARGETS_MISSED` when the run missed its targets.
     """
     names = [p.name for p in phases]
     if len(set(names)) != len(names) or not names:
@@ -269,6 +345,7 @@ def pipeline(
     done: dict[str, list[str]] = {key: [] for key in PHASES}
     stealing: dict[str, tuple[str, bool]] = {}  # stealing phase name -> (checkpoint, held out)
     main_enhancement: str | None = None
+    enhancement: tuple[PhaseSpec, dict[str, Any]] | None = None  # the main enhancement phase and its record
     started = time.time()
     for index, spec in enumerate(phases, 1):
         settings = phase_settings(spec, data, extra)
@@ -327,6 +404,7 @@ def pipeline(
             record["stealers"] = enhanced_on
             record["main"] = spec.stealers is None
             main_enhancement = checkpoint_path if spec.stealers is None else main_enhancement
+            enhancement = (spec, record) if spec.stealers is None else enhancement
         manifest["phases"].append(record)
         if kind in done:
             done[kind].append(checkpoint_path)
@@ -335,6 +413,29 @@ def pipeline(
         done[PHASE3_ENHANCE].append(main_enhancement)
     manifest["run_time_s"] = time.time() - started
     manifest["wall_time_s"] = sum(p.get("wall_time_s", 0.0) for p in manifest["phases"])
+    verdict = None
+    if targets is None:
+        print("warning: this pipeline states no targets: its result is not checked before the bundles are exported")
+    elif not evaluate:  # evaluate: false measures nothing (a dry run of the chaining), the check included
+        print("warning: evaluate is off: the targets are not checked before the bundles are exported")
+        manifest["gate"] = {"status": "NOT CHECKED", "why": "evaluate: false"}
+    elif not (done[PHASE1] and done[PHASE2]):
+        print("warning: the targets need phase 1 and phase 2; not checked")
+        manifest["gate"] = {"status": "NOT CHECKED", "why": "no phase 1 and phase 2"}
+    else:
+        verdict = manifest["gate"] = _gate(out, targets, extra_budget, enhancement, checkpoint, save)
+        if enhancement is not None and checkpoint == "best":  # more training may have found a better one
+            done[PHASE3_ENHANCE][-1] = main_enhancement = str(out / enhancement[1]["checkpoint"])
+        manifest["status"] = verdict["status"]
+        if verdict["status"] == "FAILED":
+            files = stamp_report(out / GATE_FOLDER, out, verdict)
+            manifest["evaluation"] = {name: _relative(path, out) for name, path in files.items()}
+            manifest["bundles"] = None
+            save()
+            print(verdict_markdown(verdict))
+            print(f"FAILED: missed {', '.join(verdict['failed'])}; no bundles exported ({out / MANIFEST})")
+            return TARGETS_MISSED
+        save()
     data = next((r["data"] for r in reversed(manifest["phases"]) if r.get("data")), None)
     manifest["bundles"] = export_bundles(out, done, data)
     # recorded outside the bundles, so that an edited bundle with a recomputed fingerprint is still caught
@@ -343,9 +444,10 @@ def pipeline(
     if evaluate and done[PHASE1] and done[PHASE2]:
         print(f"evaluating into {out}", flush=True)
         report = run_evaluation(run=str(out))
-        manifest["evaluation"] = {name: _relative(path, out) for name, path in report["files"].items()}
+        files = stamp_report(out, out, verdict) if verdict is not None else {}
+        manifest["evaluation"] = {name: _relative(path, out) for name, path in {**report["files"], **files}.items()}
         save()
-    print(f"done: {out / MANIFEST}")
+    print(f"done ({verdict['status'] if verdict else 'targets not checked'}): {out / MANIFEST}")
     return 0
 
 
@@ -360,7 +462,7 @@ def run_pipeline(
 
     Args:
         config: the pipeline YAML (``output``, ``checkpoint``, ``phases``, optional ``data``, ``overrides``,
-            ``seed``, ``evaluate``, ``masks``).
+            ``seed``, ``evaluate``, ``masks``, ``targets``, ``extra_budget``).
         overrides: arguments appended to every phase after the file's own ``overrides``.
         output: replaces the file's ``output``.
         evaluate: replaces the file's ``evaluate``.
@@ -373,7 +475,11 @@ def run_pipeline(
         overrides=[*(spec.get("overrides") or []), *(overrides or [])], seed=spec.get("seed"),
         evaluate=spec.get("evaluate", True) if evaluate is None else evaluate,
         masks=MasksStep(**spec["masks"]) if spec.get("masks") else None,
+        targets=Targets(**spec["targets"]) if spec.get("targets") else None, extra_budget=spec.get("extra_budget", 0),
     )  # fmt: skip
+    if code == TARGETS_MISSED:
+        gate = json.loads((Path(out) / MANIFEST).read_text())["gate"]
+        raise RuntimeError(f"pipeline {config} FAILED its targets {gate['failed']}; see {Path(out) / 'report.md'}")
     if code != 0:
         raise RuntimeError(f"pipeline {config} stopped before the end; see {Path(out) / MANIFEST}")
     return json.loads((Path(out) / MANIFEST).read_text())

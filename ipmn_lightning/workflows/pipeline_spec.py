@@ -16,6 +16,12 @@ A pipeline over real photos may start with a ``masks`` step that fills the mask 
 
     masks: {generator: landmark, image_size: 128, workers: 2}   # store: <output>/masks_store
 
+A pipeline states what its result must reach before its bundles are exported (checked on the validation
+split: :mod:`ipmn_lightning.workflows.targets`), and how many more enhancement steps it may take to get there::
+
+    targets: {sr_e: 0.95, fpr: 0.01, recovery_psnr: 30.0, sr_p: 0.90}
+    extra_budget: 256
+
 A phase's settings are never read from its YAML by hand: :func:`phase_settings` parses its command line
 (the data config, the phase config, its ``args``, the overrides) with the training CLI's parser
 (:func:`ipmn_lightning.training.lightning_cli.parse_config`), so every ``--config`` file and both override
@@ -39,7 +45,18 @@ from ipmn_lightning.training.lightning_cli import parse_config
 __all__ = ["PIPELINE_KEYS", "MasksStep", "PhaseSpec", "fit_arguments", "model_class", "phase_kind",
            "phase_settings", "read_pipeline_file"]  # fmt: skip
 
-PIPELINE_KEYS = ("output", "data", "checkpoint", "phases", "overrides", "seed", "evaluate", "masks")
+PIPELINE_KEYS = (
+    "output",
+    "data",
+    "checkpoint",
+    "phases",
+    "overrides",
+    "seed",
+    "evaluate",
+    "masks",
+    "targets",
+    "extra_budget",
+)
 
 
 @dataclass
