@@ -217,6 +217,8 @@ class ExtractorEnhanceModule(IPMNModule):
         config: dict[str, Any] = {"scheduler": scheduler, "monitor": "val/loss", "strict": False}
         if hp.get("plateau_interval", "epoch") == "validation":
             every = self._trainer.val_check_interval if self._trainer is not None else None
+            if self._trainer is not None and self._trainer.fast_dev_run:  # a smoke run validates after its 1 batch
+                every = 1
             if not isinstance(every, int) or isinstance(every, bool):
                 raise ValueError(
                     "plateau_interval=validation needs validation every N batches: set trainer.val_check_interval "

@@ -42,7 +42,7 @@ def test_a_run_that_meets_its_targets_exports_as_before(tmp_path):
     run = tmp_path / "run"
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == manifest["gate"]["status"] == "PASSED" and not manifest["gate"]["failed"]
-    assert manifest["bundles"] == {"service": "bundles/service.safetensors", "verifier": "bundles/verifier.safetensors"}
+    assert manifest["bundles"] == {role: f"bundles/{role}.safetensors" for role in ("service", "receiver", "verifier")}
     assert (run / "bundles/verifier.safetensors").is_file()
     report = json.loads((run / "report.json").read_text())
     assert report["split"] == "test" and report["gate"]["status"] == "PASSED"  # the test report, stamped
