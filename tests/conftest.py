@@ -71,6 +71,14 @@ def service(checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.fixture(scope="module")
+def receiver(checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A receiver bundle (the INN only, no H and no w) exported from the tiny phase 2 checkpoint."""
+    from ipmn_lightning.inference.bundle import export_receiver_bundle
+
+    return export_receiver_bundle(checkpoints["phase2"], tmp_path_factory.mktemp("receiver") / "receiver.safetensors")
+
+
+@pytest.fixture(scope="module")
 def verifier(checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A verifier bundle (extractor + watermark) exported from the tiny phase 1 checkpoint; one per test module."""
     from ipmn_lightning.inference.bundle import export_verifier_bundle

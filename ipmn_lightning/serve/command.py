@@ -39,7 +39,7 @@ def serve(
 
     Args:
         service: the service bundle (H, the INN, w).
-        receiver: the receiver's bundle; until a receiver-only bundle exists (issue 25), the service bundle.
+        receiver: the receiver's bundle (``receiver.safetensors``, the INN only; a service bundle works too).
         verifier: the verifier bundle (R, w, threshold).
         port: TCP port.
         host: address to listen on; 127.0.0.1 serves this machine only, 0.0.0.0 every interface.

@@ -30,7 +30,7 @@ from PIL import Image, PngImagePlugin
 from ipmn_lightning.core.images import pil_to_tensor, tensor_to_pil
 from ipmn_lightning.data.images import fit_image
 from ipmn_lightning.inference import photos as _photos
-from ipmn_lightning.inference.bundle import SERVICE_FORMAT, VERIFIER_FORMAT, Bundle, load_bundle
+from ipmn_lightning.inference.bundle import RECEIVER_FORMAT, SERVICE_FORMAT, VERIFIER_FORMAT, Bundle, load_bundle
 from ipmn_lightning.inference.facade import IPMN
 from ipmn_lightning.serve.limits import HTTPProblem
 
@@ -91,7 +91,7 @@ class ServiceEngine:
 
     Args:
         service: ``service.safetensors`` (H, the INN, w): ``/protect``.
-        receiver: the receiver's bundle (until a receiver-only bundle exists, issue 25, the service bundle):
+        receiver: the receiver's bundle (``receiver.safetensors``: the INN only; a service bundle works too):
             ``/recover``.
         verifier: ``verifier.safetensors`` (R, w, threshold): ``/verify``.
         device: where the networks run.
@@ -117,7 +117,7 @@ class ServiceEngine:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         service_bundle = load_bundle(service, SERVICE_FORMAT)
-        receiver_bundle = load_bundle(receiver, SERVICE_FORMAT)
+        receiver_bundle = load_bundle(receiver, (RECEIVER_FORMAT, SERVICE_FORMAT))
         verifier_bundle = load_bundle(verifier, VERIFIER_FORMAT)
         self.sender = IPMN(service_bundle, device=device)
         self.receiver = IPMN(receiver_bundle, device=device)

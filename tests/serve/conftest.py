@@ -14,11 +14,11 @@ from tests.serve.live import OWNER_KEY, RECEIVER_KEY, Client, LiveServer, live
 
 
 @pytest.fixture(scope="module")
-def engine(service: Path, verifier: Path):
+def engine(service: Path, receiver: Path, verifier: Path):
     from ipmn_lightning.serve.engine import ServiceEngine
 
     # crop mode: aligned crops and uploaded masks, so the HTTP tests need no dlib; photo mode: test_photo_mode.py
-    return ServiceEngine(service, service, verifier, mode="crop")  # the service bundle as the receiver's (issue 25)
+    return ServiceEngine(service, receiver, verifier, mode="crop")  # the receiver holds the INN only (no H, no w)
 
 
 @pytest.fixture(scope="module")

@@ -28,10 +28,10 @@ def photo_with_a_face() -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def photo_server(service, verifier, keys):
+def photo_server(service, receiver, verifier, keys):
     from ipmn_lightning.serve.engine import ServiceEngine
 
-    yield from live(ServiceEngine(service, service, verifier, mode="photo"), keys, rate=1000)
+    yield from live(ServiceEngine(service, receiver, verifier, mode="photo"), keys, rate=1000)
 
 
 def test_photo_in_protected_photo_out_and_recovered(photo_server) -> None:
