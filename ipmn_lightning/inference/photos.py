@@ -38,7 +38,6 @@ from PIL import Image, ImageOps, PngImagePlugin
 from ipmn_lightning.core.errors import IPMNError
 from ipmn_lightning.core.files import atomic_path
 from ipmn_lightning.core.images import rgb_image
-from ipmn_lightning.faces.align import DEFAULT_MARGIN, alignment_affine, apply_affine, crop_box, warp_face
 from ipmn_lightning.inference.facade import IPMN
 from ipmn_lightning.metrics.functional import quantize_8bit
 from ipmn_lightning.phases import put_on_mask
@@ -70,6 +69,17 @@ MASK_MIN_SIZE = 128
 DETECT_MAX_SIDE = 1024
 
 Paste = Literal["residual", "replace"]
+
+
+def _align() -> Any:
+    """The module :mod:`ipmn_lightning.faces.align`, imported on first use.
+
+    The ``faces`` package's ``__init__`` loads its SR_P metric (torchmetrics), which importing the inference
+    layer must not (tests/test_layers.py).
+    """
+    from ipmn_lightning.faces import align
+
+    return align
 
 
 class NoFaceError(IPMNError):
@@ -306,9 +316,9 @@ def _donor_parts(donor: Image.Image, analyzer: Any) -> tuple[torch.Tensor, np.nd
     faces = find_faces(analyzer, array)
     if not faces:
         raise NoFaceError("no face found in the donor image; give a clear, frontal face as the donor")
-    affine = alignment_affine(faces[0], MASK_MIN_SIZE)
-    crop = warp_face(array, affine, MASK_MIN_SIZE)
-    return _to_tensor(crop), apply_affine(affine, faces[0])
+    affine = _align().alignment_affine(faces[0], MASK_MIN_SIZE)
+    crop = _align().warp_face(array, affine, MASK_MIN_SIZE)
+    return _to_tensor(crop), _align().apply_affine(affine, faces[0])
 
 
 # -------------------------------------------------------------------- roles
@@ -320,7 +330,7 @@ def protect_photo(
     analyzer: Any = None,
     generator: Any = None,
     size: int | None = None,
-    margin: float = DEFAULT_MARGIN,
+    margin: float | None = None,
     paste: Paste = "residual",
 ) -> tuple[Image.Image, PhotoRecord]:
     """Sender on a whole photo: every face swapped, watermarked and hidden (see the module docstring).
@@ -334,7 +344,8 @@ def protect_photo(
         analyzer: finds faces and landmarks (:func:`find_faces`); None: dlib's.
         generator: the mask generator; None: ``make_mask_generator("landmark")`` with ``analyzer``.
         size: side of the aligned crop the bundle processes; None: the bundle's size.
-        margin: the frame around each face (:func:`ipmn_lightning.faces.align.template_points`).
+        margin: the frame around each face (:func:`ipmn_lightning.faces.align.template_points`); None: its
+            ``DEFAULT_MARGIN``.
         paste: ``residual`` (add what changed) or ``replace`` (paste the upsampled x_wmf).
 
     Returns:
@@ -370,28 +381,29 @@ def protect_photo(
         fixed = _donor_parts(donor if donor is not None else default_donor(), analyzer)  # type: ignore[arg-type]
     parts_of: dict[int, tuple[torch.Tensor, np.ndarray]] = {}
     side = int(size or ipmn.image_size)
+    margin = _align().DEFAULT_MARGIN if margin is None else margin
     out = array.copy()
     regions = []
     height, width = array.shape[:2]
     for landmarks in faces:
-        affine = alignment_affine(landmarks, side, margin)
-        region = FaceRegion(crop_box(affine, side, width, height), affine.tolist(), side)
+        affine = _align().alignment_affine(landmarks, side, margin)
+        region = FaceRegion(_align().crop_box(affine, side, width, height), affine.tolist(), side)
         # x_p from the photo as protected so far (an overlapping earlier face is already swapped), so that
         # recovery, undoing the faces in reverse order, sees the same pixels
-        face = _to_tensor(warp_face(out, affine, side))
+        face = _to_tensor(_align().warp_face(out, affine, side))
         mask_side = max(side, MASK_MIN_SIZE)
-        mask_affine = alignment_affine(landmarks, mask_side, margin)
-        mask_face = _to_tensor(warp_face(out, mask_affine, mask_side))
+        mask_affine = _align().alignment_affine(landmarks, mask_side, margin)
+        mask_face = _to_tensor(_align().warp_face(out, mask_affine, mask_side))
         if pick is not None:
-            chosen = pick(warp_face(out, mask_affine, mask_side))
+            chosen = pick(_align().warp_face(out, mask_affine, mask_side))
             if id(chosen) not in parts_of:
                 parts_of[id(chosen)] = _donor_parts(chosen, analyzer)
             donor_face, donor_landmarks = parts_of[id(chosen)]
         else:
             donor_face, donor_landmarks = fixed  # type: ignore[misc]
-        outcome = generator.generate(mask_face, donor_face, [apply_affine(mask_affine, landmarks)], [donor_landmarks])[
-            0
-        ]
+        outcome = generator.generate(
+            mask_face, donor_face, [_align().apply_affine(mask_affine, landmarks)], [donor_landmarks]
+        )[0]
         if outcome.mask is None:
             raise NoFaceError(f"the face at {region.box} could not be swapped: {outcome.reason}")
         mask = outcome.mask.unsqueeze(0)
@@ -439,7 +451,7 @@ def recover_photo(
     for index in reversed(range(len(record.regions))):
         region = record.regions[index]
         affine = np.asarray(region.affine, np.float64)
-        masked = _to_tensor(warp_face(out, affine, region.size))
+        masked = _to_tensor(_align().warp_face(out, affine, region.size))
         face = _recover_crop(ipmn, quantize_8bit(masked), seed + index)
         _paste(out, region, _to_array(face) - _to_array(masked), "residual")
     return Image.fromarray(out)
@@ -450,7 +462,7 @@ def region_crops(image: Image.Image, record: PhotoRecord, size: int) -> list[Ima
     array = np.array(_upright(image), dtype=np.uint8)
     crops = []
     for region in record.regions:
-        crop = warp_face(array, np.asarray(region.affine, np.float64), region.size)
+        crop = _align().warp_face(array, np.asarray(region.affine, np.float64), region.size)
         picture = Image.fromarray(crop.astype(np.uint8))
         crops.append(picture if region.size == size else picture.resize((size, size), Image.Resampling.LANCZOS))
     return crops
