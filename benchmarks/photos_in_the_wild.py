@@ -15,6 +15,14 @@ with a soft elliptical edge at a random position, saved as JPEG 92. Then, for ev
 - NC of R on the protected regions (with ``--verifier``), the share above the bundle's threshold;
 - seconds per photo for protect and for recover.
 
+Stage ``oracle`` is the mask stage with a perfect INN (it hands back the x_p it saw plus what the photo's round
+trip changed in x_m): its recovery PSNR is the ceiling that photo mode's own geometry (paste, 8 bits, re-crop)
+puts on any bundle, per crop size and paste mode.
+
+Stage ``mask`` measures the same photos with the mask x_m pasted where x_wmf would go (no bundle: what a perfect
+INN would share, since x_wmf is trained to look like x_m): the SR_P of the donor swap itself, for choosing the
+donor, crop size and paste mode before a real-face bundle exists.
+
 Donors: ``builtin`` (the package's synthetic default donor) or ``folder`` (40 faces of the folder's train split;
 each face gets the one dlib finds least like it, ``DonorPicker``).
 
@@ -39,6 +47,51 @@ from ipmn_lightning.core.files import atomic_write_text
 from ipmn_lightning.data.folder import folder_splits
 from ipmn_lightning.inference.facade import IPMN
 from ipmn_lightning.inference.photos import NoFaceError, protect_photo, read_photo, recover_photo, region_crops
+
+
+class _PassMask(torch.nn.Module):
+    """H stand-in for the ``mask`` stage: the mask unchanged (no watermark)."""
+
+    def forward(self, mask: torch.Tensor, watermark: torch.Tensor) -> torch.Tensor:
+        return mask
+
+
+class _MaskIsShared(torch.nn.Module):
+    """INN stand-in for the ``mask`` stage: x_wmf = x_m, what a perfect INN would share (bundle-free)."""
+
+    def put_on(self, protected: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return mask, mask
+
+    def put_off(self, masked: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+        return masked, masked
+
+
+class _OracleInn(_MaskIsShared):
+    """INN stand-in for the ``oracle`` stage: shares x_m and, on put-off, gives back the x_p it was given plus
+    whatever the photo's round trip (paste, 8 bits, re-crop) changed in x_m, so the recovery PSNR is photo mode's
+    own ceiling; the regions come back last first, as :func:`recover_photo` takes them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def put_on(self, protected: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.stack.append((protected.clone(), mask.clone()))
+        return mask, mask
+
+    def put_off(self, masked: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+        protected, mask = self.stack.pop()
+        return protected + (masked - mask), masked
+
+
+def mask_stage(model: IPMN, oracle: bool = False) -> IPMN:
+    """A facade whose "protection" pastes the mask x_m itself: SR_P of the swap in the wild, without a bundle
+    (``oracle``: and whose recovery is perfect up to what photo mode's geometry loses)."""
+    stage = IPMN.__new__(IPMN)
+    stage.device, stage.position, stage.image_size = torch.device("cpu"), "mask", model.image_size
+    stage.embedder, stage.inn, stage.watermark = _PassMask(), _OracleInn() if oracle else _MaskIsShared(), None
+    stage.watermark = torch.zeros(3, 8, 8)
+    return stage
 
 
 def background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
@@ -104,8 +157,11 @@ def grown(box: tuple[int, int, int, int], width: int, height: int, grow: float =
 
 
 def run_config(model: IPMN, verifier: IPMN | None, photos: list[dict], folder: Path, config: dict, tools: dict) -> dict:
-    """Every measurement of one configuration over ``photos``."""
+    """Every measurement of one configuration over ``photos`` (``stage`` ``mask``: x_m pasted, no recovery)."""
     from ipmn_lightning.faces.privacy import PrivacySuccessRate
+
+    if config["stage"] in ("mask", "oracle"):
+        model, verifier = mask_stage(model, oracle=config["stage"] == "oracle"), None
 
     encoder = tools["encoder"]
     srp = PrivacySuccessRate(encoder)
@@ -113,6 +169,8 @@ def run_config(model: IPMN, verifier: IPMN | None, photos: list[dict], folder: P
     protect_s, recover_s = [], []
     for item in photos:
         original = read_photo(folder / item["file"])
+        if isinstance(model.inn, _OracleInn):
+            model.inn.stack.clear()  # a photo skipped before its recovery leaves its crops behind
         start = time.perf_counter()
         try:
             protected, record = protect_photo(
@@ -130,16 +188,16 @@ def run_config(model: IPMN, verifier: IPMN | None, photos: list[dict], folder: P
         found += 1
         region = hit[0]
         start = time.perf_counter()
-        recovered = recover_photo(protected, model, record)
+        recovered = recover_photo(protected, model, record) if config["stage"] != "mask" else protected
         recover_s.append(time.perf_counter() - start)
         before, after, back = np.asarray(original), np.asarray(protected), np.asarray(recovered)
         inside = np.zeros(before.shape[:2], dtype=bool)
         for r in record.regions:
             inside[r.box[1] : r.box[3], r.box[0] : r.box[2]] = True
-        outside_ok &= bool(
-            np.array_equal(before[~inside], after[~inside]) and np.array_equal(before[~inside], back[~inside])
-        )
-        psnrs.append(psnr(before[inside], back[inside]))
+        outside_ok &= bool(np.array_equal(before[~inside], after[~inside]))
+        if config["stage"] != "mask":
+            psnrs.append(psnr(before[inside], back[inside]))
+            outside_ok &= bool(np.array_equal(before[~inside], back[~inside]))
         left, top, right, bottom = grown(region.box, original.width, original.height)
         views = [np.ascontiguousarray(a[top:bottom, left:right]) for a in (after, before)]
         emb, ok = encoder.embed_arrays(views)
@@ -167,7 +225,7 @@ def run_config(model: IPMN, verifier: IPMN | None, photos: list[dict], folder: P
         "nc_mean": float(np.mean(ncs)) if ncs else None,
         "verified": verified / found if ncs and found else None,
         "protect_seconds_per_photo": float(np.mean(protect_s)) if protect_s else None,
-        "recover_seconds_per_photo": float(np.mean(recover_s)) if recover_s else None,
+        "recover_seconds_per_photo": float(np.mean(recover_s)) if recover_s and psnrs else None,
     }
 
 
@@ -175,9 +233,10 @@ def markdown(result: dict) -> str:
     lines = [
         f"# Photo mode in the wild ({result['photos']} photos, {result['bundle_note']})",
         "",
-        "| crop px | paste | donor | photos | faces found | SR_P (dlib) | recovery PSNR in boxes, mean / median / min "
+        "| stage | crop px | paste | donor | photos | faces found | SR_P (dlib) "
+        "| recovery PSNR in boxes, mean / median / min "
         "| ≥ 30 dB | outside boxes identical | R verified | protect s/photo | recover s/photo |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def f(v: float | None, fmt: str) -> str:
@@ -185,7 +244,8 @@ def markdown(result: dict) -> str:
 
     for r in result["configs"]:
         lines.append(
-            f"| {r['size']} | {r['paste']} | {r['donor']} | {r['photos']} | {f(r['faces_found'], '.1%')} | "
+            f"| {r['stage']} | {r['size']} | {r['paste']} | {r['donor']} | {r['photos']} | "
+            f"{f(r['faces_found'], '.1%')} | "
             f"{f(r['srp'], '.1%')} | {f(r['recovery_psnr_db_mean'], '.2f')} / {f(r['recovery_psnr_db_median'], '.2f')}"
             f" / {f(r['recovery_psnr_db_min'], '.2f')} dB | {f(r['share_psnr_at_least_30db'], '.0%')} | "
             f"{'yes' if r['outside_boxes_bit_identical'] else 'NO'} | {f(r['verified'], '.1%')} | "
@@ -204,7 +264,10 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100, help="photos for the main configuration")
     parser.add_argument("--compare", type=int, default=30, help="photos for the other configurations (0: none)")
     parser.add_argument("--sizes", default="64,128", help="crop sizes to compare (0: the bundle's)")
-    parser.add_argument("--main", default="0,residual,builtin", help="the main configuration: size,paste,donor")
+    parser.add_argument(
+        "--main", default="protect,0,residual,builtin", help="the main configuration: stage,size,paste,donor"
+    )
+    parser.add_argument("--stages", default="protect", help="stages of the compared configurations (protect,mask)")
     parser.add_argument("--results", default="benchmarks/results/photos_in_the_wild", help="JSON/markdown stem")
     parser.add_argument("--bundle_note", default="", help="what the bundle is, for the table's title")
     parser.add_argument("--seed", type=int, default=0)
@@ -231,17 +294,18 @@ def main() -> None:
         "generator": make_mask_generator("landmark", analyzer=encoder.analyzer),
         "donors": {"builtin": None, "folder": DonorPicker(donor_images, encoder)},
     }
-    size, paste, donor = args.main.split(",")
-    main_config = {"size": int(size) or model.image_size, "paste": paste, "donor": donor}
+    stage, size, paste, donor = args.main.split(",")
+    main_config = {"stage": stage, "size": int(size) or model.image_size, "paste": paste, "donor": donor}
     configs = [main_config]
     if args.compare:
-        for s in [int(v) or model.image_size for v in args.sizes.split(",")]:
-            for p in ("residual", "replace"):
-                configs.append({"size": s, "paste": p, "donor": "builtin"})
-        configs.append({**main_config, "donor": "folder"})
+        for st in args.stages.split(","):
+            for s in [int(v) or model.image_size for v in args.sizes.split(",")]:
+                for p in ("residual", "replace"):
+                    configs.append({"stage": st, "size": s, "paste": p, "donor": "builtin"})
+            configs.append({**main_config, "stage": st, "donor": "folder"})
     seen, results = set(), []
     for index, config in enumerate(configs):
-        key = (config["size"], config["paste"], config["donor"])
+        key = (config["stage"], config["size"], config["paste"], config["donor"])
         if key in seen:
             continue
         seen.add(key)
