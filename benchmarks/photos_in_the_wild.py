@@ -295,11 +295,16 @@ def main() -> None:
         "donors": {"builtin": None, "folder": DonorPicker(donor_images, encoder)},
     }
     stage, size, paste, donor = args.main.split(",")
-    main_config = {"stage": stage, "size": int(size) or model.image_size, "paste": paste, "donor": donor}
+    main_config = {
+        "stage": stage,
+        "size": size if size == "auto" else int(size) or model.image_size,
+        "paste": paste,
+        "donor": donor,
+    }
     configs = [main_config]
     if args.compare:
         for st in args.stages.split(","):
-            for s in [int(v) or model.image_size for v in args.sizes.split(",")]:
+            for s in [v if v == "auto" else int(v) or model.image_size for v in args.sizes.split(",")]:
                 for p in ("residual", "replace"):
                     configs.append({"stage": st, "size": s, "paste": p, "donor": "builtin"})
             configs.append({**main_config, "stage": st, "donor": "folder"})

@@ -22,23 +22,26 @@ changed (``x'_p - x_wmf``) back into the photo, so pixels outside the boxes stay
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, PngImagePlugin
+from PIL import Image, ImageOps
 
-from ipmn_lightning.core.errors import IPMNError
-from ipmn_lightning.core.files import atomic_path
 from ipmn_lightning.core.images import rgb_image
 from ipmn_lightning.inference.facade import IPMN
+from ipmn_lightning.inference.photo_record import (
+    PHOTO_RECORD_KEY,
+    FaceRegion,
+    NoFaceError,
+    PhotoRecord,
+    PhotoRecordError,
+    read_photo_record,
+    save_protected_png,
+)
 from ipmn_lightning.metrics.functional import quantize_8bit
 from ipmn_lightning.phases import put_on_mask
 
@@ -59,14 +62,15 @@ __all__ = [
     "save_protected_png",
 ]
 
-#: The PNG text chunk's keyword.
-PHOTO_RECORD_KEY = "ipmn-photo-record"
 #: Masks are made on crops of at least this side: dlib's landmarks and the face swap need the pixels (the
 #: pipeline makes its masks at 128 px too), the mask is then resized to the processing size.
 MASK_MIN_SIZE = 128
 #: Detection runs on a copy whose longer side is at most this (dlib's HOG detector costs ~ the pixel count;
 #: a face of 80 px in a 2000-px photo is still 40 px there, which the one upsampling step finds).
 DETECT_MAX_SIDE = 1024
+
+#: ``size="auto"`` processes a face at its own resolution up to this side (the INN carries over to 256 px).
+AUTO_MAX_SIZE = 256
 
 Paste = Literal["residual", "replace"]
 
@@ -80,71 +84,6 @@ def _align() -> Any:
     from ipmn_lightning.faces import align
 
     return align
-
-
-class NoFaceError(IPMNError):
-    """No face was found in a photo, so there is nothing to protect (and nothing is written)."""
-
-
-class PhotoRecordError(IPMNError):
-    """A protected photo has no readable record (the PNG text chunk), or it is for another bundle."""
-
-
-@dataclass
-class FaceRegion:
-    """One protected face.
-
-    Attributes:
-        box: ``(left, top, right, bottom)`` photo pixels (right/bottom exclusive) holding every changed pixel.
-        affine: 2x3, photo -> aligned crop coordinates.
-        size: the side of the aligned crop the bundle processed.
-    """
-
-    box: tuple[int, int, int, int]
-    affine: list[list[float]]
-    size: int
-
-
-@dataclass
-class PhotoRecord:
-    """What recovery needs; travels in the PNG as a text chunk (JSON).
-
-    Attributes:
-        regions: the protected faces, in the order they were protected.
-        bundle_fingerprint: :func:`bundle_fingerprint` of the service bundle that protected them.
-        version: the record format.
-    """
-
-    regions: list[FaceRegion] = field(default_factory=list)
-    bundle_fingerprint: str = ""
-    version: int = 1
-
-    def to_json(self) -> str:
-        """The record as compact JSON."""
-        return json.dumps(asdict(self), separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> PhotoRecord:
-        """Parse :meth:`to_json`'s output.
-
-        Raises:
-            PhotoRecordError: not a record of a known version.
-        """
-        try:
-            data = json.loads(text)
-            if int(data.get("version", 0)) != 1:
-                raise PhotoRecordError(f"photo record version {data.get('version')!r} is not supported (expected 1)")
-            regions = [
-                FaceRegion(
-                    tuple(int(v) for v in r["box"]), [[float(v) for v in row] for row in r["affine"]], int(r["size"])
-                )  # type: ignore[arg-type]
-                for r in data["regions"]
-            ]
-            return cls(regions, str(data["bundle_fingerprint"]), 1)
-        except PhotoRecordError:
-            raise
-        except (ValueError, KeyError, TypeError, AttributeError) as err:
-            raise PhotoRecordError(f"the photo record is corrupt ({err})") from err
 
 
 # ------------------------------------------------------------------ helpers
@@ -310,6 +249,12 @@ def _recover_crop(ipmn: IPMN, masked: torch.Tensor, seed: int) -> torch.Tensor:
     return face.clamp(0, 1).cpu()
 
 
+def _auto_size(landmarks: np.ndarray, margin: float, smallest: int) -> int:
+    """The crop side that keeps a face at its own resolution: its aligned crop's side in photo pixels."""
+    scale = float(np.sqrt(abs(np.linalg.det(_align().alignment_affine(landmarks, 1, margin)[:, :2]))))
+    return int(min(AUTO_MAX_SIZE, max(smallest, 16 * round(1 / scale / 16))))
+
+
 def _donor_parts(donor: Image.Image, analyzer: Any) -> tuple[torch.Tensor, np.ndarray]:
     """The donor as ``(1, 3, S, S)`` and its landmarks, aligned onto the template like every protected face."""
     array = np.asarray(_upright(donor))
@@ -329,7 +274,7 @@ def protect_photo(
     donor: Image.Image | Callable[[np.ndarray], Image.Image] | None = None,
     analyzer: Any = None,
     generator: Any = None,
-    size: int | None = None,
+    size: int | Literal["auto"] | None = None,
     margin: float | None = None,
     paste: Paste = "residual",
 ) -> tuple[Image.Image, PhotoRecord]:
@@ -343,7 +288,8 @@ def protect_photo(
             (:class:`~ipmn_lightning.inference.donors.DonorPicker`); None: :func:`default_donor`.
         analyzer: finds faces and landmarks (:func:`find_faces`); None: dlib's.
         generator: the mask generator; None: ``make_mask_generator("landmark")`` with ``analyzer``.
-        size: side of the aligned crop the bundle processes; None: the bundle's size.
+        size: side of the aligned crop the bundle processes; None: the bundle's size; ``auto``: each face at its
+            own resolution in the photo (a multiple of 16, from the bundle's size up to :data:`AUTO_MAX_SIZE`).
         margin: the frame around each face (:func:`ipmn_lightning.faces.align.template_points`); None: its
             ``DEFAULT_MARGIN``.
         paste: ``residual`` (add what changed) or ``replace`` (paste the upsampled x_wmf).
@@ -380,12 +326,12 @@ def protect_photo(
     if pick is None:
         fixed = _donor_parts(donor if donor is not None else default_donor(), analyzer)  # type: ignore[arg-type]
     parts_of: dict[int, tuple[torch.Tensor, np.ndarray]] = {}
-    side = int(size or ipmn.image_size)
     margin = _align().DEFAULT_MARGIN if margin is None else margin
     out = array.copy()
     regions = []
     height, width = array.shape[:2]
     for landmarks in faces:
+        side = int(size or ipmn.image_size) if size != "auto" else _auto_size(landmarks, margin, ipmn.image_size)
         affine = _align().alignment_affine(landmarks, side, margin)
         region = FaceRegion(_align().crop_box(affine, side, width, height), affine.tolist(), side)
         # x_p from the photo as protected so far (an overlapping earlier face is already swapped), so that
@@ -466,28 +412,3 @@ def region_crops(image: Image.Image, record: PhotoRecord, size: int) -> list[Ima
         picture = Image.fromarray(crop.astype(np.uint8))
         crops.append(picture if region.size == size else picture.resize((size, size), Image.Resampling.LANCZOS))
     return crops
-
-
-# ----------------------------------------------------------------- the file
-def save_protected_png(target: str | os.PathLike[str] | io.BytesIO, image: Image.Image, record: PhotoRecord) -> None:
-    """Write ``image`` as a PNG with ``record`` in a text chunk; atomically (temporary file + rename) for paths."""
-    info = PngImagePlugin.PngInfo()
-    info.add_text(PHOTO_RECORD_KEY, record.to_json())
-    if isinstance(target, io.BytesIO):
-        image.save(target, format="PNG", pnginfo=info)
-        return
-    with atomic_path(Path(target)) as tmp:
-        image.save(tmp, format="PNG", pnginfo=info)
-
-
-def read_photo_record(image: Image.Image) -> PhotoRecord | None:
-    """The record in a PNG's text chunk, or None when there is none.
-
-    Raises:
-        PhotoRecordError: the chunk is there but corrupt.
-    """
-    text = getattr(image, "text", None)
-    value = text.get(PHOTO_RECORD_KEY) if isinstance(text, dict) else None
-    if value is None:
-        value = image.info.get(PHOTO_RECORD_KEY)
-    return None if value is None else PhotoRecord.from_json(str(value))
