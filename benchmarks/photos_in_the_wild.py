@@ -84,11 +84,11 @@ class _OracleInn(_MaskIsShared):
         return protected + (masked - mask), masked
 
 
-def mask_stage(model: IPMN, oracle: bool = False) -> IPMN:
+def mask_stage(model: IPMN, oracle: bool = False, image_size: int = 64) -> IPMN:
     """A facade whose "protection" pastes the mask x_m itself: SR_P of the swap in the wild, without a bundle
     (``oracle``: and whose recovery is perfect up to what photo mode's geometry loses)."""
     stage = IPMN.__new__(IPMN)
-    stage.device, stage.position, stage.image_size = torch.device("cpu"), "mask", model.image_size
+    stage.device, stage.position, stage.image_size = torch.device("cpu"), "mask", image_size
     stage.embedder, stage.inn, stage.watermark = _PassMask(), _OracleInn() if oracle else _MaskIsShared(), None
     stage.watermark = torch.zeros(3, 8, 8)
     return stage
@@ -161,7 +161,8 @@ def run_config(model: IPMN, verifier: IPMN | None, photos: list[dict], folder: P
     from ipmn_lightning.faces.privacy import PrivacySuccessRate
 
     if config["stage"] in ("mask", "oracle"):
-        model, verifier = mask_stage(model, oracle=config["stage"] == "oracle"), None
+        model = mask_stage(model, oracle=config["stage"] == "oracle", image_size=tools["stage_image_size"])
+        verifier = None
 
     encoder = tools["encoder"]
     srp = PrivacySuccessRate(encoder)
@@ -270,6 +271,7 @@ def main() -> None:
     parser.add_argument("--stages", default="protect", help="stages of the compared configurations (protect,mask)")
     parser.add_argument("--results", default="benchmarks/results/photos_in_the_wild", help="JSON/markdown stem")
     parser.add_argument("--bundle_note", default="", help="what the bundle is, for the table's title")
+    parser.add_argument("--stage_image_size", type=int, default=64, help="the bundle size the mask/oracle stages mimic")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -293,6 +295,7 @@ def main() -> None:
         "analyzer": encoder.analyzer,
         "generator": make_mask_generator("landmark", analyzer=encoder.analyzer),
         "donors": {"builtin": None, "folder": DonorPicker(donor_images, encoder)},
+        "stage_image_size": args.stage_image_size,
     }
     stage, size, paste, donor = args.main.split(",")
     main_config = {
