@@ -28,6 +28,12 @@ each face gets the one dlib finds least like it, ``DonorPicker``).
 
     nice -n 10 python benchmarks/photos_in_the_wild.py --faces ../shared/data/utkface \\
         --bundle runs/faces/bundles/service.safetensors --out runs/photos_bench --count 100
+
+The committed results (no real-face bundle was trained yet; the ``--bundle`` then only gives the stages a size):
+``photos_in_the_wild`` (``--main oracle,auto,replace,builtin --compare 0 --timing 20``), ``_donors``
+(``--main oracle,auto,replace,folder --compare 0``), ``_options`` (``--stages oracle --sizes 64,128``, auto
+sizes then in multiples of 16), ``_masks`` (``--main mask,64,residual,builtin --stages mask --sizes 64,128``) and
+``_tiny_bundle`` (the tests' 32-px bundle, mechanics only).
 """
 
 from __future__ import annotations
