@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from ipmn_lightning.faces.analysis import IdentityEncoder
+if TYPE_CHECKING:  # the faces package loads torchmetrics (its SR_P metric); inference imports it on use only
+    from ipmn_lightning.faces.analysis import IdentityEncoder
 
 __all__ = ["DonorPicker", "load_donors"]
 

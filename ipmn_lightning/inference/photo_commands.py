@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Literal
 
 from PIL import Image
 
@@ -59,7 +60,13 @@ def _write(folder: Path, outputs: list[tuple[Path, bytes]]) -> None:
 
 
 def protect_photos(
-    *, bundle: str, photos: str, out: str, donors: str | None = None, size: int | None = None, device: str = "cpu"
+    *,
+    bundle: str,
+    photos: str,
+    out: str,
+    donors: str | None = None,
+    size: int | Literal["auto"] | None = None,
+    device: str = "cpu",
 ) -> int:
     """Photo mode of ``ipmn protect``: see the module docstring. Returns 0; raises RoleError on bad input."""
     folder = check_out_folder(out)
@@ -83,7 +90,8 @@ def protect_photos(
     faces = 0
     for file, target in zip(files, targets):
         try:
-            protected, record = protect_photo(read_photo(file), model, donor=donor, analyzer=analyzer, size=size)
+            options = {} if size is None else {"size": size}  # None: protect_photo's default
+            protected, record = protect_photo(read_photo(file), model, donor=donor, analyzer=analyzer, **options)
         except NoFaceError as err:
             raise RoleError(f"{file}: {err}") from err
         buffer = io.BytesIO()

@@ -3,15 +3,17 @@
 The sender's side of paper §3.1 (Fig. 1) on a photo as people take it, not on an aligned crop:
 
 1. every face is found (dlib's detector and 68 landmarks, :class:`~ipmn_lightning.faces.analysis.DlibFaceAnalyzer`);
-2. it is aligned by a similarity onto the template of :mod:`ipmn_lightning.faces.align` and cropped (``size``
-   pixels, the bundle's size by default);
+2. it is aligned by a similarity onto the template of :mod:`ipmn_lightning.faces.align` and cropped at its own
+   resolution (``size="auto"``, our default: a multiple of the bundle's size up to 256 px; H and the INN are
+   fully convolutional, w is resized), or at a fixed ``size``;
 3. its mask x_m is made on the fly by the built-in ``landmark`` generator with a donor identity (``donor``: a
-   face image; by default the built-in synthetic donor, :func:`default_donor`);
+   face image or a :class:`~ipmn_lightning.inference.donors.DonorPicker`; by default the built-in synthetic
+   donor, :func:`default_donor`);
 4. the crop is protected by the service bundle (x_wmf = f(x_p, H(x_m, w))) and pasted back into the
-   full-resolution photo: only what changed, ``x_wmf - x_p`` upsampled by the inverse alignment, is added to
-   the photo (``paste="residual"``, our default: the photo keeps its resolution outside what the networks
-   changed), or the upsampled x_wmf replaces the face (``paste="replace"``). Either way with a feathered edge
-   inside the crop's footprint: every pixel outside the face boxes is bit-identical to the input.
+   full-resolution photo: the upsampled x_wmf replaces the face (``paste="replace"``, our default), or only
+   what changed, ``x_wmf - x_p``, is added (``paste="residual"``: the photo's own detail, and part of the
+   identity, stays). Either way with a feathered edge inside the crop's footprint: every pixel outside the
+   face boxes is bit-identical to the input. ``benchmarks/photos_in_the_wild.py`` measured the choices.
 
 What recovery needs (the boxes, the alignments, the crop size, the bundle's fingerprint) is a
 :class:`PhotoRecord`, saved as a PNG text chunk by :func:`save_protected_png`. :func:`recover_photo` takes each
@@ -22,24 +24,26 @@ changed (``x'_p - x_wmf``) back into the photo, so pixels outside the boxes stay
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, PngImagePlugin
+from PIL import Image, ImageOps
 
-from ipmn_lightning.core.errors import IPMNError
-from ipmn_lightning.core.files import atomic_path
 from ipmn_lightning.core.images import rgb_image
-from ipmn_lightning.faces.align import DEFAULT_MARGIN, alignment_affine, apply_affine, crop_box, warp_face
 from ipmn_lightning.inference.facade import IPMN
+from ipmn_lightning.inference.photo_record import (
+    PHOTO_RECORD_KEY,
+    FaceRegion,
+    NoFaceError,
+    PhotoRecord,
+    PhotoRecordError,
+    read_photo_record,
+    save_protected_png,
+)
 from ipmn_lightning.metrics.functional import quantize_8bit
 from ipmn_lightning.phases import put_on_mask
 
@@ -60,8 +64,6 @@ __all__ = [
     "save_protected_png",
 ]
 
-#: The PNG text chunk's keyword.
-PHOTO_RECORD_KEY = "ipmn-photo-record"
 #: Masks are made on crops of at least this side: dlib's landmarks and the face swap need the pixels (the
 #: pipeline makes its masks at 128 px too), the mask is then resized to the processing size.
 MASK_MIN_SIZE = 128
@@ -69,72 +71,21 @@ MASK_MIN_SIZE = 128
 #: a face of 80 px in a 2000-px photo is still 40 px there, which the one upsampling step finds).
 DETECT_MAX_SIDE = 1024
 
+#: ``size="auto"`` processes a face at its own resolution up to this side (the INN carries over to 256 px).
+AUTO_MAX_SIZE = 256
+
 Paste = Literal["residual", "replace"]
 
 
-class NoFaceError(IPMNError):
-    """No face was found in a photo, so there is nothing to protect (and nothing is written)."""
+def _align() -> Any:
+    """The module :mod:`ipmn_lightning.faces.align`, imported on first use.
 
-
-class PhotoRecordError(IPMNError):
-    """A protected photo has no readable record (the PNG text chunk), or it is for another bundle."""
-
-
-@dataclass
-class FaceRegion:
-    """One protected face.
-
-    Attributes:
-        box: ``(left, top, right, bottom)`` photo pixels (right/bottom exclusive) holding every changed pixel.
-        affine: 2x3, photo -> aligned crop coordinates.
-        size: the side of the aligned crop the bundle processed.
+    The ``faces`` package's ``__init__`` loads its SR_P metric (torchmetrics), which importing the inference
+    layer must not (tests/test_layers.py).
     """
+    from ipmn_lightning.faces import align
 
-    box: tuple[int, int, int, int]
-    affine: list[list[float]]
-    size: int
-
-
-@dataclass
-class PhotoRecord:
-    """What recovery needs; travels in the PNG as a text chunk (JSON).
-
-    Attributes:
-        regions: the protected faces, in the order they were protected.
-        bundle_fingerprint: :func:`bundle_fingerprint` of the service bundle that protected them.
-        version: the record format.
-    """
-
-    regions: list[FaceRegion] = field(default_factory=list)
-    bundle_fingerprint: str = ""
-    version: int = 1
-
-    def to_json(self) -> str:
-        """The record as compact JSON."""
-        return json.dumps(asdict(self), separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> PhotoRecord:
-        """Parse :meth:`to_json`'s output.
-
-        Raises:
-            PhotoRecordError: not a record of a known version.
-        """
-        try:
-            data = json.loads(text)
-            if int(data.get("version", 0)) != 1:
-                raise PhotoRecordError(f"photo record version {data.get('version')!r} is not supported (expected 1)")
-            regions = [
-                FaceRegion(
-                    tuple(int(v) for v in r["box"]), [[float(v) for v in row] for row in r["affine"]], int(r["size"])
-                )  # type: ignore[arg-type]
-                for r in data["regions"]
-            ]
-            return cls(regions, str(data["bundle_fingerprint"]), 1)
-        except PhotoRecordError:
-            raise
-        except (ValueError, KeyError, TypeError, AttributeError) as err:
-            raise PhotoRecordError(f"the photo record is corrupt ({err})") from err
+    return align
 
 
 # ------------------------------------------------------------------ helpers
@@ -300,15 +251,26 @@ def _recover_crop(ipmn: IPMN, masked: torch.Tensor, seed: int) -> torch.Tensor:
     return face.clamp(0, 1).cpu()
 
 
+def _auto_size(landmarks: np.ndarray, margin: float, smallest: int) -> int:
+    """The crop side that keeps a face at its own resolution: its aligned crop's side in photo pixels.
+
+    Rounded to a multiple of the bundle's size (H's U-Net halves the size once per level, down to one pixel at
+    the bundle's size), at most :data:`AUTO_MAX_SIZE`.
+    """
+    scale = float(np.sqrt(abs(np.linalg.det(_align().alignment_affine(landmarks, 1, margin)[:, :2]))))
+    steps = max(1, min(AUTO_MAX_SIZE // smallest, round(1 / scale / smallest)))
+    return int(steps * smallest)
+
+
 def _donor_parts(donor: Image.Image, analyzer: Any) -> tuple[torch.Tensor, np.ndarray]:
     """The donor as ``(1, 3, S, S)`` and its landmarks, aligned onto the template like every protected face."""
     array = np.asarray(_upright(donor))
     faces = find_faces(analyzer, array)
     if not faces:
         raise NoFaceError("no face found in the donor image; give a clear, frontal face as the donor")
-    affine = alignment_affine(faces[0], MASK_MIN_SIZE)
-    crop = warp_face(array, affine, MASK_MIN_SIZE)
-    return _to_tensor(crop), apply_affine(affine, faces[0])
+    affine = _align().alignment_affine(faces[0], MASK_MIN_SIZE)
+    crop = _align().warp_face(array, affine, MASK_MIN_SIZE)
+    return _to_tensor(crop), _align().apply_affine(affine, faces[0])
 
 
 # -------------------------------------------------------------------- roles
@@ -319,9 +281,9 @@ def protect_photo(
     donor: Image.Image | Callable[[np.ndarray], Image.Image] | None = None,
     analyzer: Any = None,
     generator: Any = None,
-    size: int | None = None,
-    margin: float = DEFAULT_MARGIN,
-    paste: Paste = "residual",
+    size: int | Literal["auto"] | None = "auto",
+    margin: float | None = None,
+    paste: Paste = "replace",
 ) -> tuple[Image.Image, PhotoRecord]:
     """Sender on a whole photo: every face swapped, watermarked and hidden (see the module docstring).
 
@@ -333,9 +295,14 @@ def protect_photo(
             (:class:`~ipmn_lightning.inference.donors.DonorPicker`); None: :func:`default_donor`.
         analyzer: finds faces and landmarks (:func:`find_faces`); None: dlib's.
         generator: the mask generator; None: ``make_mask_generator("landmark")`` with ``analyzer``.
-        size: side of the aligned crop the bundle processes; None: the bundle's size.
-        margin: the frame around each face (:func:`ipmn_lightning.faces.align.template_points`).
-        paste: ``residual`` (add what changed) or ``replace`` (paste the upsampled x_wmf).
+        size: side of the aligned crop the bundle processes; None: the bundle's size; ``auto``: each face at its
+            own resolution in the photo (a multiple of the bundle's size, up to :data:`AUTO_MAX_SIZE`); our default,
+            chosen by ``benchmarks/photos_in_the_wild.py`` (see the README's "Protect a photo").
+        margin: the frame around each face (:func:`ipmn_lightning.faces.align.template_points`); None: its
+            ``DEFAULT_MARGIN``.
+        paste: ``replace`` (paste the upsampled x_wmf; our default: measured SR_P 97% against 88% for
+            ``residual`` on in-the-wild photos) or ``residual`` (add what changed: the photo's own detail stays,
+            and with it part of the identity).
 
     Returns:
         The protected photo (RGB, the input's size; every pixel outside the record's boxes equals the upright
@@ -369,29 +336,30 @@ def protect_photo(
     if pick is None:
         fixed = _donor_parts(donor if donor is not None else default_donor(), analyzer)  # type: ignore[arg-type]
     parts_of: dict[int, tuple[torch.Tensor, np.ndarray]] = {}
-    side = int(size or ipmn.image_size)
+    margin = _align().DEFAULT_MARGIN if margin is None else margin
     out = array.copy()
     regions = []
     height, width = array.shape[:2]
     for landmarks in faces:
-        affine = alignment_affine(landmarks, side, margin)
-        region = FaceRegion(crop_box(affine, side, width, height), affine.tolist(), side)
+        side = int(size or ipmn.image_size) if size != "auto" else _auto_size(landmarks, margin, ipmn.image_size)
+        affine = _align().alignment_affine(landmarks, side, margin)
+        region = FaceRegion(_align().crop_box(affine, side, width, height), affine.tolist(), side)
         # x_p from the photo as protected so far (an overlapping earlier face is already swapped), so that
         # recovery, undoing the faces in reverse order, sees the same pixels
-        face = _to_tensor(warp_face(out, affine, side))
+        face = _to_tensor(_align().warp_face(out, affine, side))
         mask_side = max(side, MASK_MIN_SIZE)
-        mask_affine = alignment_affine(landmarks, mask_side, margin)
-        mask_face = _to_tensor(warp_face(out, mask_affine, mask_side))
+        mask_affine = _align().alignment_affine(landmarks, mask_side, margin)
+        mask_face = _to_tensor(_align().warp_face(out, mask_affine, mask_side))
         if pick is not None:
-            chosen = pick(warp_face(out, mask_affine, mask_side))
+            chosen = pick(_align().warp_face(out, mask_affine, mask_side))
             if id(chosen) not in parts_of:
                 parts_of[id(chosen)] = _donor_parts(chosen, analyzer)
             donor_face, donor_landmarks = parts_of[id(chosen)]
         else:
             donor_face, donor_landmarks = fixed  # type: ignore[misc]
-        outcome = generator.generate(mask_face, donor_face, [apply_affine(mask_affine, landmarks)], [donor_landmarks])[
-            0
-        ]
+        outcome = generator.generate(
+            mask_face, donor_face, [_align().apply_affine(mask_affine, landmarks)], [donor_landmarks]
+        )[0]
         if outcome.mask is None:
             raise NoFaceError(f"the face at {region.box} could not be swapped: {outcome.reason}")
         mask = outcome.mask.unsqueeze(0)
@@ -439,7 +407,7 @@ def recover_photo(
     for index in reversed(range(len(record.regions))):
         region = record.regions[index]
         affine = np.asarray(region.affine, np.float64)
-        masked = _to_tensor(warp_face(out, affine, region.size))
+        masked = _to_tensor(_align().warp_face(out, affine, region.size))
         face = _recover_crop(ipmn, quantize_8bit(masked), seed + index)
         _paste(out, region, _to_array(face) - _to_array(masked), "residual")
     return Image.fromarray(out)
@@ -450,32 +418,7 @@ def region_crops(image: Image.Image, record: PhotoRecord, size: int) -> list[Ima
     array = np.array(_upright(image), dtype=np.uint8)
     crops = []
     for region in record.regions:
-        crop = warp_face(array, np.asarray(region.affine, np.float64), region.size)
+        crop = _align().warp_face(array, np.asarray(region.affine, np.float64), region.size)
         picture = Image.fromarray(crop.astype(np.uint8))
         crops.append(picture if region.size == size else picture.resize((size, size), Image.Resampling.LANCZOS))
     return crops
-
-
-# ----------------------------------------------------------------- the file
-def save_protected_png(target: str | os.PathLike[str] | io.BytesIO, image: Image.Image, record: PhotoRecord) -> None:
-    """Write ``image`` as a PNG with ``record`` in a text chunk; atomically (temporary file + rename) for paths."""
-    info = PngImagePlugin.PngInfo()
-    info.add_text(PHOTO_RECORD_KEY, record.to_json())
-    if isinstance(target, io.BytesIO):
-        image.save(target, format="PNG", pnginfo=info)
-        return
-    with atomic_path(Path(target)) as tmp:
-        image.save(tmp, format="PNG", pnginfo=info)
-
-
-def read_photo_record(image: Image.Image) -> PhotoRecord | None:
-    """The record in a PNG's text chunk, or None when there is none.
-
-    Raises:
-        PhotoRecordError: the chunk is there but corrupt.
-    """
-    text = getattr(image, "text", None)
-    value = text.get(PHOTO_RECORD_KEY) if isinstance(text, dict) else None
-    if value is None:
-        value = image.info.get(PHOTO_RECORD_KEY)
-    return None if value is None else PhotoRecord.from_json(str(value))

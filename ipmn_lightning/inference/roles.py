@@ -35,7 +35,7 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from PIL import Image
@@ -102,7 +102,7 @@ def protect(
     mask: str | None = None,
     out: str,
     donors: str | None = None,
-    size: int | None = None,
+    size: int | Literal["auto"] | None = None,
     resize: ResizePolicy = "crop",
     batch_size: int = 8,
     device: str = "cpu",
@@ -119,7 +119,8 @@ def protect(
         out: output folder; not an input folder nor inside one.
         donors: photo mode: a folder of donor faces (each face gets the one dlib finds least like it); default:
             the built-in synthetic donor.
-        size: photo mode: side of the aligned face crop the bundle processes; default: the bundle's size.
+        size: photo mode: side of the aligned face crop the bundle processes; ``auto``: each face at its own
+            resolution (up to 256 px); default: photo mode's default (see ``protect_photo``).
         resize: images not at the bundle's size: ``crop`` (centre square, resized), ``resize`` (squashed whole)
             or ``reject``.
         batch_size: images per forward pass.
