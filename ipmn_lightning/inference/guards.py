@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ipmn_lightning.core.errors import IPMNError
 from ipmn_lightning.core.files import atomic_save_image
 from ipmn_lightning.data.images import (
     IMAGE_EXTENSIONS,
@@ -35,7 +36,6 @@ from ipmn_lightning.data.images import (
     read_image,
     size_problem,
 )
-from ipmn_lightning.inference.bundle import BundleError
 
 __all__ = [
     "ResizePolicy",
@@ -384,9 +384,9 @@ def write_all(
 
 
 def run_guarded(run: Callable[[], int]) -> int:
-    """Run a command; bad input (a role, bundle or image error) prints ``error: ...`` on stderr and returns 2."""
+    """Run a command; bad input (any ``IPMNError``: role, bundle, image, face...) prints ``error: ...``, returns 2."""
     try:
         return run()
-    except (RoleError, BundleError, ImageReadError) as err:
+    except IPMNError as err:  # RoleError, BundleError, ImageReadError, NoFaceError, ...: all say what to fix
         print(f"error: {err}", file=sys.stderr)
         return 2
