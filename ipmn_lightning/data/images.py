@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
+from ipmn_lightning.core.errors import IPMNError
 from ipmn_lightning.core.images import center_square_box, pil_to_tensor, rgb_image
 
 __all__ = [
@@ -85,11 +86,11 @@ _EXIF_ORIENTATION = 0x0112
 _SWAPS_SIDES = (5, 6, 7, 8)  # EXIF orientations that turn the image by 90 degrees
 
 
-class ImageReadError(ValueError):
+class ImageReadError(IPMNError):
     """An image file is missing, truncated, corrupt, too large or not an image."""
 
 
-class DatasetLayoutError(ValueError):
+class DatasetLayoutError(IPMNError):
     """A dataset folder does not have the layout its reader expects."""
 
 

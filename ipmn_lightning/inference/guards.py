@@ -62,7 +62,7 @@ ResizePolicy = Literal["crop", "resize", "reject"]
 T = TypeVar("T")
 
 
-class RoleError(ValueError):
+class RoleError(IPMNError):
     """Bad input to a role command: no images, unpaired files, an image of the wrong size, a bad output path."""
 
 

@@ -111,18 +111,21 @@ def _upright(photo: Image.Image) -> Image.Image:
 
 
 def bundle_fingerprint(ipmn: IPMN) -> str:
-    """A short SHA-256 of the service networks' weights and watermark: which bundle protected a photo."""
-    if ipmn.inn is None or ipmn.embedder is None or ipmn.watermark is None:
-        raise RuntimeError("photo mode needs a service bundle: pass service_bundle to IPMN.load")
+    """A short SHA-256 of the INN's weights: which service protected a photo.
+
+    The INN alone, so that the receiver (whose bundle holds the INN and neither H nor w, issue 25's least
+    privilege) checks a photo's record as the service does; phase 2 trains the INN on its one frozen H, so the INN
+    identifies the pair.
+    """
+    if ipmn.inn is None:
+        raise RuntimeError("photo mode needs the INN: load a service or a receiver bundle")
     cached = getattr(ipmn, "_photo_fingerprint", None)
     if cached is not None:
         return cached
     digest = hashlib.sha256()
-    for module in (ipmn.embedder, ipmn.inn):
-        for name, tensor in sorted(module.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    digest.update(ipmn.watermark.detach().cpu().contiguous().numpy().tobytes())
+    for name, tensor in sorted(ipmn.inn.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     value = digest.hexdigest()[:16]
     ipmn._photo_fingerprint = value  # type: ignore[attr-defined]
     return value

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from tests.serve.live import RECEIVER_KEY, Client, multipart, png, synthetic_face
@@ -57,10 +56,6 @@ def test_serve_process_writes_nothing_and_never_logs_the_key(service, verifier, 
     assert RECEIVER_KEY not in text and "a-wrong-key" not in text  # ... without any key
 
 
-@pytest.mark.xfail(
-    reason="wt-photos' faces/align.py imports faces.privacy, which imports torchmetrics (photo mode's import chain)",
-    strict=False,
-)
 def test_the_service_loads_neither_lightning_nor_torchmetrics() -> None:
     code = (
         "import sys, ipmn_lightning.serve.app, ipmn_lightning.serve.engine; "
