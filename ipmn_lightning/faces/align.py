@@ -17,6 +17,8 @@ import math
 
 import numpy as np
 
+from ipmn_lightning.faces.generators.geometry import umeyama
+
 __all__ = [
     "DEFAULT_MARGIN",
     "TEMPLATE",
@@ -62,24 +64,6 @@ def template_points(size: int, margin: float = DEFAULT_MARGIN) -> np.ndarray:
     return ((TEMPLATE - 0.5) / margin + 0.5) * size
 
 
-def _umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """The least-squares similarity ``dst ≈ s R src + t`` as a ``(2, 3)`` matrix (Umeyama 1991, no reflection)."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s0, d0 = src - mu_s, dst - mu_d
-    cov = d0.T @ s0 / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    sign = np.eye(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sign[1, 1] = -1
-    rot = u @ sign @ vt
-    var = (s0**2).sum() / len(src)
-    scale = float(np.trace(np.diag(sig) @ sign) / var) if var > 0 else 1.0
-    out = np.zeros((2, 3))
-    out[:, :2] = scale * rot
-    out[:, 2] = mu_d - scale * rot @ mu_s
-    return out
-
-
 def alignment_affine(landmarks: np.ndarray, size: int, margin: float = DEFAULT_MARGIN) -> np.ndarray:
     """The similarity taking a face's landmarks (photo pixels) onto the template in a ``size``-px crop.
 
@@ -94,7 +78,7 @@ def alignment_affine(landmarks: np.ndarray, size: int, margin: float = DEFAULT_M
     points = np.asarray(landmarks, dtype=np.float64)
     if points.shape != (68, 2):
         raise ValueError(f"expected (68, 2) landmarks, got {points.shape}")
-    return _umeyama(points[_INNER], template_points(size, margin)[_INNER])
+    return umeyama(points[_INNER], template_points(size, margin)[_INNER])
 
 
 def apply_affine(affine: np.ndarray, points: np.ndarray) -> np.ndarray:

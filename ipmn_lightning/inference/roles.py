@@ -191,13 +191,13 @@ def recover(
     def run() -> int:
         check_batch_size(batch_size)
         check_device(device)
-        if photo or (photo is None and any(carries_record(f) for f in list_images(masked, "masked"))):
+        files = list_images(masked, "masked")
+        if photo or (photo is None and any(carries_record(f) for f in files)):
             return recover_photos(bundle=bundle, masked=masked, out=out, seed=seed, device=device)
         folder = check_out_folder(out)
         loaded = load_bundle(bundle, (RECEIVER_FORMAT, SERVICE_FORMAT))
         model = IPMN(service=loaded, device=device)
         _announce(loaded)
-        files = list_images(masked, "masked")
         check_images(files, model.image_size, resize)
         check_not_inside_inputs(folder, {"masked": masked})
         targets = [folder / f"{f.stem}_{kind}.png" for f in files for kind in ("face", "mask")]

@@ -11,7 +11,7 @@ pytest.importorskip("cv2")
 from ipmn_lightning.data.synthetic import render_face, sample_identity, sample_scene
 from ipmn_lightning.faces.analysis import to_uint8_array
 from ipmn_lightning.faces.generators import LandmarkMaskGenerator, face_region, make_mask_generator
-from ipmn_lightning.faces.generators.geometry import _apply, _umeyama
+from ipmn_lightning.faces.generators.geometry import _apply, umeyama
 from tests.fakes.faces import FakeAnalyzer
 
 
@@ -28,7 +28,7 @@ def test_umeyama_recovers_a_similarity() -> None:
     src = rng.uniform(0, 50, (20, 2))
     a = 1.7 * np.array([[np.cos(0.3), -np.sin(0.3)], [np.sin(0.3), np.cos(0.3)]])
     m = np.concatenate([a, [[4.0], [-2.0]]], axis=1)
-    assert np.allclose(_umeyama(src, _apply(m, src)), m, atol=1e-8)
+    assert np.allclose(umeyama(src, _apply(m, src)), m, atol=1e-8)
 
 
 def test_swap_changes_only_the_face_and_is_deterministic() -> None:

@@ -17,24 +17,9 @@ import torch
 from ipmn_lightning.core.files import atomic_save_image
 from ipmn_lightning.data.folder import split_of
 from ipmn_lightning.data.synthetic import render_face, sample_identity, sample_scene
+from ipmn_lightning.faces.align import TEMPLATE
 from ipmn_lightning.faces.analysis import FaceAnalyzer, IdentityEncoder
 from ipmn_lightning.faces.generators import LandmarkMaskGenerator
-
-# Mean dlib 68-point shape of aligned face crops, as fractions of the crop side.
-TEMPLATE = np.array(
-    [[0.063, 0.301], [0.065, 0.414], [0.075, 0.526], [0.094, 0.638], [0.134, 0.742], [0.198, 0.835],
-     [0.281, 0.911], [0.377, 0.969], [0.489, 0.982], [0.6, 0.968], [0.696, 0.91], [0.778, 0.834],
-     [0.842, 0.742], [0.882, 0.637], [0.902, 0.526], [0.914, 0.414], [0.917, 0.301], [0.139, 0.213],
-     [0.192, 0.166], [0.268, 0.154], [0.344, 0.166], [0.416, 0.197], [0.561, 0.196], [0.633, 0.167],
-     [0.71, 0.155], [0.785, 0.168], [0.839, 0.214], [0.489, 0.285], [0.489, 0.36], [0.488, 0.435],
-     [0.489, 0.511], [0.399, 0.557], [0.442, 0.573], [0.488, 0.587], [0.535, 0.573], [0.578, 0.558],
-     [0.222, 0.294], [0.269, 0.268], [0.325, 0.27], [0.374, 0.306], [0.321, 0.315], [0.266, 0.313],
-     [0.602, 0.307], [0.652, 0.271], [0.707, 0.27], [0.754, 0.296], [0.71, 0.315], [0.655, 0.316],
-     [0.311, 0.688], [0.376, 0.665], [0.442, 0.655], [0.489, 0.665], [0.537, 0.655], [0.602, 0.666],
-     [0.667, 0.688], [0.605, 0.753], [0.54, 0.782], [0.488, 0.787], [0.437, 0.782], [0.372, 0.754],
-     [0.336, 0.693], [0.441, 0.693], [0.489, 0.697], [0.537, 0.692], [0.641, 0.693], [0.538, 0.725],
-     [0.489, 0.73], [0.44, 0.725]]
-)  # fmt: skip
 
 
 class FakeAnalyzer(FaceAnalyzer):

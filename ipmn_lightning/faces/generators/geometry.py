@@ -11,10 +11,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["face_region"]
+__all__ = ["face_region", "umeyama"]
 
 
-def _umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity (rotation, uniform scale, translation) taking ``src`` to ``dst``: (2, 3)."""
     mu_s, mu_d = src.mean(0), dst.mean(0)
     s0, d0 = src - mu_s, dst - mu_d

@@ -42,8 +42,8 @@ from ipmn_lightning.faces.generators.geometry import (
     _masked_blur,
     _match_lab,
     _piecewise_affine_maps,
-    _umeyama,
     face_region,
+    umeyama,
 )
 
 __all__ = ["LandmarkMaskGenerator"]
@@ -143,7 +143,7 @@ class LandmarkMaskGenerator(_DlibLandmarksGenerator):
         Returns:
             ``(68, 2)`` target landmarks and the ``(2, 3)`` similarity taking x_r's frame to x_p's.
         """
-        sim = _umeyama(lr[_INNER], lp[_INNER])
+        sim = umeyama(lr[_INNER], lp[_INNER])
         aligned = _apply(sim, lr)
         weight = np.full((68, 1), self.shape)
         weight[_JAW] = self.jaw_shape
