@@ -19,7 +19,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import torch
 from PIL import Image
@@ -36,6 +36,7 @@ from ipmn_lightning.data.images import (
     read_image,
     size_problem,
 )
+from ipmn_lightning.inference.options import ResizePolicy
 
 __all__ = [
     "ResizePolicy",
@@ -48,6 +49,7 @@ __all__ = [
     "check_not_inside_inputs",
     "check_out_folder",
     "check_report",
+    "input_paths",
     "list_images",
     "pair_by_stem",
     "probe_writable",
@@ -56,8 +58,6 @@ __all__ = [
     "same_file",
     "write_all",
 ]
-
-ResizePolicy = Literal["crop", "resize", "reject"]
 
 T = TypeVar("T")
 
@@ -71,8 +71,16 @@ def _is_hidden(path: Path) -> bool:
     return path.name.startswith(".")
 
 
-def list_images(path: str, what: str) -> list[Path]:
+def input_paths(value: str | Sequence[str]) -> list[str]:
+    """The paths of a command's input: one path (``--protected DIR``) or several (``ipmn protect a.jpg b.jpg``)."""
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def list_images(path: str | Sequence[str], what: str) -> list[Path]:
     """The image file ``path``, or the (non-hidden) image files of folder ``path`` sorted by name, each real file once.
+
+    Several paths (files or folders, ``ipmn protect a.jpg b.jpg holidays/``) give their images in the order
+    given, each real file once, with the same checks over all of them (no two images with one stem).
 
     Files of a folder that are not images (``notes.txt``) and subfolders are skipped, with a note on stderr
     for the files; two names of one real file (a link to a file already listed) are collapsed into one (the
@@ -83,6 +91,13 @@ def list_images(path: str, what: str) -> list[Path]:
             library does not read (``.gif``, ...), the folder has no images, or two of its images have the
             same stem (``x.png`` and ``x.bmp``: their outputs would replace each other).
     """
+    if not isinstance(path, str):
+        paths = input_paths(path)
+        if not paths:
+            raise RoleError(f"--{what}: no input given; pass image files or folders")
+        files = _one_name_per_file([f for one in paths for f in list_images(one, what)], what)
+        _by_stem(files, what)
+        return files
     source = Path(path).expanduser()
     if source.is_symlink() and not source.exists():
         raise RoleError(f"--{what}: {source} is a broken link (it points to {os.readlink(source)}, which is missing)")
@@ -295,10 +310,10 @@ def check_out_folder(out: str) -> Path:
     return folder
 
 
-def check_not_inside_inputs(folder: Path, inputs: dict[str, str], what: str = "--out") -> None:
+def check_not_inside_inputs(folder: Path, inputs: dict[str, str | Sequence[str]], what: str = "--out") -> None:
     """Refuse an output folder equal to or inside an input folder: outputs would replace or join the inputs."""
     resolved = folder.resolve()
-    for name, value in inputs.items():
+    for name, value in ((name, one) for name, given in inputs.items() for one in input_paths(given)):
         source = Path(value).expanduser().resolve()
         if source.is_dir() and (resolved == source or source in resolved.parents):
             where = "is" if resolved == source else "is inside"

@@ -62,7 +62,7 @@ def _write(folder: Path, outputs: list[tuple[Path, bytes]]) -> None:
 def protect_photos(
     *,
     bundle: str,
-    photos: str,
+    photos: str | list[str],
     out: str,
     donors: str | None = None,
     size: int | Literal["auto"] | None = None,
@@ -104,7 +104,9 @@ def protect_photos(
     return 0
 
 
-def recover_photos(*, bundle: str, masked: str, out: str, seed: int | None = None, device: str = "cpu") -> int:
+def recover_photos(
+    *, bundle: str, masked: str | list[str], out: str, seed: int | None = None, device: str = "cpu"
+) -> int:
     """Photo mode of ``ipmn recover``: each PNG's record gives its faces back; writes ``<out>/<stem>.png``."""
     folder = check_out_folder(out)
     files = list_images(masked, "masked")

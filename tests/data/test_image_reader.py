@@ -21,7 +21,7 @@ from ipmn_lightning.core.images import center_square_box, pil_to_tensor
 from ipmn_lightning.data.face_images import FaceImagesDataset
 from ipmn_lightning.data.folder import list_images
 from ipmn_lightning.data.images import IMAGE_EXTENSIONS, fit_image, image_size_of, load_image, read_image
-from ipmn_lightning.inference.roles import read_images
+from ipmn_lightning.inference.role_work import read_images
 
 ORIENTATION = 0x0112
 WIDTH, HEIGHT = 96, 128  # portrait: the centre square drops 16 rows at the top and the bottom

@@ -15,7 +15,7 @@ def test_16_bit_and_float_images_keep_their_grey_level(tmp_path):
     from PIL import Image
 
     from ipmn_lightning.data.images import ImageReadError, load_image
-    from ipmn_lightning.inference.roles import read_images
+    from ipmn_lightning.inference.role_work import read_images
 
     Image.fromarray(np.full((32, 32), 32768, dtype=np.uint16)).save(tmp_path / "g16.png")
     Image.fromarray(np.full((32, 32), 0.5, dtype=np.float32)).save(tmp_path / "f.tif")
@@ -47,7 +47,7 @@ def test_facade_scales_uint8_tensors_and_refuses_other_integers(service):
 def test_huge_images_are_refused_clearly_and_read_reduced(service, tmp_path, capsys, monkeypatch):
     from PIL import Image
 
-    from ipmn_lightning.inference.roles import read_images
+    from ipmn_lightning.inference.role_work import read_images
 
     faces, masks = write_faces(tmp_path, n=1)
     big = Image.new("RGB", (512, 384), (200, 100, 50))
