@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 pytest.importorskip("cv2")
@@ -37,11 +38,18 @@ def synthetic_face(seed: int, size: int) -> Image.Image:
     return tensor_to_pil(render_face(sample_identity(rng), sample_scene(rng), size))
 
 
-def make_photo(places: list[tuple[int, int, int]], size: tuple[int, int] = (400, 300)) -> Image.Image:
-    """A textured background with a synthetic face of side ``s`` at ``(x, y)`` for each ``(x, y, s)``."""
-    rng = np.random.default_rng(1)
-    noise = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    photo = Image.fromarray(noise)
+def make_photo(
+    places: list[tuple[int, int, int]], size: tuple[int, int] = (400, 300), smooth: bool = False
+) -> Image.Image:
+    """A background of pixel noise (``smooth``: a colour gradient, as a photo's is) with a synthetic face of side
+    ``s`` at ``(x, y)`` for each ``(x, y, s)``."""
+    if smooth:
+        ys, xs = np.mgrid[0 : size[1], 0 : size[0]]
+        rgb = np.stack([xs * 200 / size[0] + 30, ys * 180 / size[1] + 40, 160 + 0 * xs], axis=-1)
+        photo = Image.fromarray(rgb.astype(np.uint8))
+    else:
+        rng = np.random.default_rng(1)
+        photo = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
     for index, (x, y, side) in enumerate(places):
         photo.paste(synthetic_face(10 + index, side), (x, y))
     return photo
@@ -229,3 +237,36 @@ def test_the_commands_in_photo_mode(service: Path, verifier: Path, tmp_path: Pat
     assert code in (0, 1)
     rows = json.loads(Path("report.json").read_text())["images"]
     assert [Path(r["file"]).name for r in rows] == ["holiday.png#0"]
+
+
+class _OracleInn(torch.nn.Module):
+    """An INN that recovers perfectly: put-on shares x_m and remembers x_p; put-off gives x_p back plus what the
+    photo's round trip (paste, 8 bits, re-crop) changed in x_m, last region first as ``recover_photo`` asks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def put_on(self, protected: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.stack.append((protected.clone(), mask.clone()))
+        return mask, mask
+
+    def put_off(self, masked: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+        protected, mask = self.stack.pop()
+        return protected + (masked - mask), masked
+
+
+def test_with_a_perfect_inn_the_recovered_faces_reach_30_db_inside_their_boxes(service: Path) -> None:
+    """What photo mode's own geometry (align, paste, 8 bits, re-crop, paste back) leaves of a perfect recovery."""
+    model = IPMN.load(service_bundle=service)
+    model.inn = _OracleInn()
+    photo = make_photo(TWO, smooth=True)  # pixel noise has no detail a 2x resampling keeps
+    protected, record = protect_photo(photo, model, analyzer=BoxAnalyzer(TWO, photo.size))
+    buffer = io.BytesIO()
+    save_protected_png(buffer, protected, record)
+    recovered = recover_photo(Image.open(io.BytesIO(buffer.getvalue())), model)
+    before, after = np.asarray(photo, dtype=np.float64), np.asarray(recovered, dtype=np.float64)
+    for region in record.regions:
+        left, top, right, bottom = region.box
+        error = np.mean((before[top:bottom, left:right] - after[top:bottom, left:right]) ** 2)
+        assert 10 * np.log10(255**2 / error) >= 30.0, region.box
