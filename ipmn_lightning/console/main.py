@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -68,8 +69,17 @@ SUMMARIES = {
 #: ``--protected '["a.jpg", "b.jpg"]'``): jsonargparse gives a function no variable-length positional.
 POSITIONAL_INPUTS = {"protect": "protected", "recover": "masked", "verify": "images"}
 
-#: Options that take no value (all others, ``--bundle X`` or ``--bundle=X``, take one).
+#: Options that take no value (all others, ``--bundle X`` or ``--bundle=X``, take one, except a bool's, below).
 _FLAGS = {"-h", "--help", "--print_config"}
+#: The words a bool option (``--overwrite``, ``--photo``) takes as its value; bare, it means true.
+_BOOL_WORDS = {"true", "false", "yes", "no", "null", "none", "1", "0", "on", "off"}
+
+
+def _bool_options(command: str) -> set[str]:
+    """The ``--name`` of each bool parameter of a role command (their module is light: no torch)."""
+    function = load_command(COMMANDS[command])
+    hints = typing.get_type_hints(function)
+    return {f"--{name}" for name, hint in hints.items() if bool in (typing.get_args(hint) or (hint,))}
 
 
 def _stand_in(summary: str) -> Callable[[], None]:
@@ -110,15 +120,15 @@ def command_table(selected: Sequence[str] = ()) -> dict[str, Any]:
 def rewrite_positionals(args: Sequence[str]) -> list[str]:
     """``protect a.jpg b.jpg --bundle S`` -> ``protect --bundle S --protected '["a.jpg", "b.jpg"]'``.
 
-    Every option of these commands takes a value, so a word that is neither an option nor an option's value
-    is a positional input. One input stays a plain path; several become a JSON list. Giving inputs both ways
-    (``ipmn protect a.jpg --protected b.jpg``) is refused.
+    Every option of these commands takes a value (a bool's is optional: ``--overwrite`` alone is true), so a
+    word that is neither an option nor an option's value is a positional input. One input stays a plain path;
+    several become a JSON list. Giving inputs both ways (``ipmn protect a.jpg --protected b.jpg``) is refused.
     """
     args = list(args)
     option = POSITIONAL_INPUTS.get(args[0]) if args else None
     if option is None:
         return args
-    kept, inputs, index = [args[0]], [], 1
+    kept, inputs, index, bools = [args[0]], [], 1, _bool_options(args[0])
     while index < len(args):
         word = args[index]
         if word == "--":  # everything after is an input, even a name that starts with "-"
@@ -126,6 +136,8 @@ def rewrite_positionals(args: Sequence[str]) -> list[str]:
             break
         if word.startswith("-"):
             takes_value = "=" not in word and word not in _FLAGS
+            if word in bools:  # a bool's value is optional: take the next word only when it is one
+                takes_value = index + 1 < len(args) and args[index + 1].lower() in _BOOL_WORDS
             kept += args[index : index + 1 + takes_value]
             index += 1 + takes_value
             continue
