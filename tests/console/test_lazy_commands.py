@@ -71,8 +71,10 @@ def test_help_loads_nothing_heavy(args: list[str]) -> None:
         (["verify", "--help"], ["verify", "--help"]),
         (["verify", "--overwrite", "a.png"], ["verify", "--overwrite", "--images", "a.png"]),
         (["verify", "--overwrite", "false", "a.png"], ["verify", "--overwrite", "false", "--images", "a.png"]),
-        (["recover", "p.png", "--photo", "true", "--seed", "3"], ["recover", "--photo", "true", "--seed", "3",
-                                                                    "--masked", "p.png"]),
+        (
+            ["recover", "p.png", "--photo", "true", "--seed", "3"],
+            ["recover", "--photo", "true", "--seed", "3", "--masked", "p.png"],
+        ),
         (["protect", "--bundle", "s", "--protected", "d"], ["protect", "--bundle", "s", "--protected", "d"]),
         (["masks", "pairs", "--root", "r"], ["masks", "pairs", "--root", "r"]),
     ],
