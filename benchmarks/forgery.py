@@ -5,8 +5,9 @@
 
 Real faces from the folder's test split (``folder_splits``: never trained on), at the bundles' size:
 
-- ``--sources`` faces are protected by the service (each with another test face as its mask x_m): the public
-  protected images x_wmf the attacker collects; ``--targets`` other faces are the clean photos c it forges on;
+- ``--sources`` faces are protected by the service (each with a train-split face as its mask x_m): the public
+  protected images x_wmf the attacker collects; ``--targets`` other test faces are the clean photos c it forges
+  on (their own x_wmf, the genuine reference, use other train-split masks);
 - each attack makes a forgery f from c, and the verifier bundle's R judges it (``NC > threshold``); the table
   gives the share that verifies and PSNR(f, c), 8-bit.
 
@@ -95,17 +96,18 @@ def main(argv: list[str] | None = None) -> int:
     bundles = Path(args.bundles)
     model = IPMN.load(bundles / "service.safetensors", bundles / "verifier.safetensors")
     size, threshold = model.image_size, float(model.threshold)
-    names = folder_splits(args.faces)["test"]
+    splits = folder_splits(args.faces)
+    names, others = splits["test"], splits["train"]
     random.Random(args.seed).shuffle(names)
-    need = 2 * args.sources + args.targets * 2
-    if len(names) < need:
-        raise SystemExit(f"--faces: the test split has {len(names)} photos, {need} needed; lower --sources/--targets")
+    random.Random(args.seed + 1).shuffle(others)
+    if len(names) < args.sources + args.targets or len(others) < args.sources + args.targets:
+        raise SystemExit(f"--faces: {len(names)} test photos, {args.sources + args.targets} needed; lower the counts")
     root = Path(args.faces)
     sources = read_faces(root, names[: args.sources], size)
-    source_masks = read_faces(root, names[args.sources : 2 * args.sources], size)
-    rest = names[2 * args.sources :]
-    targets = read_faces(root, rest[: args.targets], size)
-    target_masks = read_faces(root, rest[args.targets : 2 * args.targets], size)
+    targets = read_faces(root, names[args.sources : args.sources + args.targets], size)
+    # masks x_m: other people's faces (the train split: a mask's identity is not a protected face)
+    source_masks = read_faces(root, others[: args.sources], size)
+    target_masks = read_faces(root, others[args.sources : args.sources + args.targets], size)
 
     def protect(faces: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         return torch.cat([model.protect(f, m) for f, m in zip(faces.split(32), masks.split(32))])
