@@ -52,6 +52,8 @@ class AuditQueryError(IPMNError):
 def _challenge_files(challenge: Path) -> list[Path]:
     if not challenge.is_dir():
         raise AuditQueryError(f"--challenge {challenge} is not a folder; pass the folder of challenge images")
+    if (challenge / "challenge.json").is_file():  # a folder of `ipmn audit challenge`: the service is sent x_p
+        challenge = challenge / "protected"
     files = sorted(p for p in challenge.iterdir() if p.suffix.lower() in QUERY_TYPES and not p.name.startswith("."))
     if not files:
         kinds = ", ".join(QUERY_TYPES)
@@ -138,7 +140,8 @@ def audit_query(
     """Send each challenge image to a suspect endpoint; writes its answers to ``<out>`` and ``responses.json``.
 
     Args:
-        challenge: the folder of challenge images (``.png``, ``.jpg``, ``.webp``), e.g. the owner's fresh faces.
+        challenge: the folder of ``ipmn audit challenge`` (its ``protected/`` images are sent), or any folder of
+            challenge images (``.png``, ``.jpg``, ``.webp``), e.g. the owner's fresh faces.
         suspect_url: the suspect's endpoint, ``http://`` or ``https://`` (e.g. ``http://host:8000/protect``).
         out: the folder for the answers; must not exist yet (an audit's evidence is never mixed or replaced).
         field: send each image as this field of a ``multipart/form-data`` request; default: the request body.

@@ -38,7 +38,12 @@ COMMANDS: dict[str, Any] = {
     "recover": "ipmn_lightning.inference.roles:recover",
     "verify": "ipmn_lightning.inference.roles:verify",
     "serve": "ipmn_lightning.serve.command:serve",
-    "audit": {"query": "ipmn_lightning.audit.query:audit_query"},
+    "audit": {
+        "challenge": "ipmn_lightning.audit.challenge:audit_challenge",
+        "query": "ipmn_lightning.audit.query:audit_query",
+        "answer": "ipmn_lightning.audit.answer:audit_answer",
+        "run": "ipmn_lightning.audit.verdict:audit_run",
+    },
     "masks": {
         "pairs": "ipmn_lightning.console.masks:masks_pairs",
         "generate": "ipmn_lightning.console.masks:masks_generate",
@@ -56,6 +61,11 @@ SUMMARIES = {
     "recover": "Receiver: take the mask off; writes ``<out>/<stem>_face.png`` (x'_p) and ``<stem>_mask.png`` (x'_wm).",
     "verify": "IP verifier: does each image carry the owner's watermark? Exit code 0 if every image verifies, else 1.",
     "serve": "Serve protect/recover/verify over HTTP with a web page at ``/`` (paper §3.1, Fig. 1).",
+    "audit challenge": "Write the owner's challenge: ``n`` fresh query pairs (x_p, x_r) and ``challenge.json``.",
+    "audit answer": "Answer a challenge with a phase-3a model (a null model or a simulated thief); writes "
+    "``<out>/<id>.png``.",
+    "audit run": "Owner: does a suspect model carry the watermark? Exit code 0 if shown at ``alpha``, 1 if not, 2 "
+    "on bad input.",
     "audit query": "Send each challenge image to a suspect endpoint; writes its answers to ``<out>`` and "
     "``responses.json``.",
     "masks pairs": "Write ``pairs.csv`` for a dataset: a deterministic (protected, replacement) pairing per split.",
@@ -176,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ipmn_lightning.console.masks import rewrite_generator_flags
 
             args = rewrite_generator_flags(args)
+        if args[0] == "audit" and len(args) > 1 and args[1].startswith("--") and args[1] not in _FLAGS:
+            args = ["audit", "run", *args[1:]]  # `ipmn audit --bundle ...` is `ipmn audit run --bundle ...`
         args = rewrite_positionals(args)
         return int(auto_cli(command_table(args[:2]), args=args, **options) or 0)
     except IPMNError as err:  # a command that did not catch its own bad input still exits 2 with the message

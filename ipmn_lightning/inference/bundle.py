@@ -217,6 +217,7 @@ def export_verifier_bundle(
     threshold: float | None = None,
     clean_nc_reference: Sequence[float] | None = None,
     calibration: dict[str, Any] | None = None,
+    audit_null: dict[str, Any] | None = None,
 ) -> Path:
     """Write the verifier bundle (R, w, NC threshold) of an extractor checkpoint.
 
@@ -228,6 +229,10 @@ def export_verifier_bundle(
             ``ipmn verify`` can turn observed NCs into p-values; ``None``: no reference.
         calibration: where the reference came from (e.g. ``run``, ``clean_images``, ``source``), recorded
             with the threshold's origin under ``calibration`` so that a report can say what its verdict rests on.
+        audit_null: what ``ipmn audit`` needs of the null models when the owner passes no ``--null``:
+            ``{"source": str, "models": {name: [NC, ...]}, "genuine": [NC, ...]}``, the NCs this R gives on
+            the answers of at least two independent null models (and of the genuine service) to the run's
+            validation queries.
 
     Returns:
         ``path``.
@@ -251,6 +256,16 @@ def export_verifier_bundle(
         if not all(math.isfinite(v) and -1 <= v <= 1 for v in reference):
             raise ValueError("export_verifier_bundle: clean_nc_reference must hold finite NCs in [-1, 1]")
         config["clean_nc_reference"] = reference
+    if audit_null is not None:
+        models = audit_null.get("models") or {}
+        lists = [*models.values(), audit_null.get("genuine") or []]
+        if len(models) < 2 or not all(math.isfinite(float(v)) and -1 <= v <= 1 for one in lists for v in one):
+            raise ValueError("export_verifier_bundle: audit_null needs >= 2 null models of finite NCs in [-1, 1]")
+        config["audit_null"] = {
+            "source": str(audit_null.get("source", "")),
+            "models": {str(k): [float(v) for v in one] for k, one in models.items()},
+            "genuine": [float(v) for v in audit_null.get("genuine") or []],
+        }
     origin = "export argument" if threshold != default_threshold else "the checkpoint's nc_threshold (paper §4: 0.95)"
     config["calibration"] = {
         "threshold": {"value": threshold, "from": origin, "checkpoint": Path(extractor_ckpt).name},

@@ -96,6 +96,21 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _audit_null_ok(null: Any) -> bool:
+    """The verifier's ``audit_null``: at least two null models' NC lists and the genuine NCs, all in [-1, 1]."""
+
+    def ncs(values: Any) -> bool:
+        return (
+            isinstance(values, list)
+            and len(values) <= _MAX_REFERENCE
+            and all(_is_real(v) and -1 <= v <= 1 for v in values)
+        )
+
+    if not isinstance(null, dict) or not isinstance(null.get("models"), dict) or len(null["models"]) < 2:
+        return False
+    return all(ncs(v) and v for v in null["models"].values()) and ncs(null.get("genuine", []))
+
+
 def check_config(file: Path, fmt: str, config: Any, tensors: dict[str, Tensor]) -> None:
     """Check the types and ranges of the header fields before any network is built (BundleError otherwise)."""
 
@@ -155,6 +170,10 @@ def check_config(file: Path, fmt: str, config: Any, tensors: dict[str, Tensor]) 
         ):
             raise bad("clean_nc_reference", "[...]" if isinstance(reference, list) else reference,
                       f"null or a list of at most {_MAX_REFERENCE} NCs in [-1, 1]")  # fmt: skip
+        null = config.get("audit_null")
+        if null is not None and not _audit_null_ok(null):
+            raise bad("audit_null", "{...}" if isinstance(null, dict) else null,
+                      "null or {source, models: {name: [NC, ...]} (at least 2), genuine: [NC, ...]}")  # fmt: skip
     size = config["image_size"]
     watermark = tensors.get("watermark")
     if watermark is not None and (tuple(watermark.shape) != (3, size, size) or not watermark.is_floating_point()):

@@ -44,6 +44,10 @@ class StealingAttackModule(IPMNModule):
         betas: Adam betas (DMW).
         lr_schedule: ``constant``, or ``linear_decay`` (the DMW/pix2pix schedule: constant, then linear to 0).
         decay_epochs: epochs of linear decay at the end of training (``linear_decay`` only).
+        target: what the imitated service answers. ``watermarked``: x_wmf, the IPMN service (the attack of
+            §3.3.1); the other two make the *null models* of ``ipmn audit`` (issue 24), independent models that
+            do the same job but never saw the owner's watermark: ``plain_inn``: the same INN putting x_p on the
+            plain mask, f(x_p, x_m); ``mask``: the plain face swap x_m.
     """
 
     phase = PHASE3_STEAL
@@ -62,6 +66,7 @@ class StealingAttackModule(IPMNModule):
         betas: tuple[float, float] = (0.5, 0.999),
         lr_schedule: Literal["constant", "linear_decay"] = "constant",
         decay_epochs: int = 150,
+        target: Literal["watermarked", "plain_inn", "mask"] = "watermarked",
     ) -> None:
         super().__init__(image_size)
         self.save_hyperparameters(ignore=["phase1_ckpt", "phase2_ckpt"])
@@ -102,8 +107,18 @@ class StealingAttackModule(IPMNModule):
     # ------------------------------------------------------------------ model
     @torch.no_grad()
     def query_black_box(self, protected: Tensor, mask: Tensor) -> Tensor:
-        """The service's answer x_wmf to a query, (B, 3, H, W) in [0, 1] (8-bit when ``quantize_queries``)."""
-        masked_face, _ = put_on_mask(self.inn, self.embedder, self.watermark, protected, mask, self.position)
+        """The service's answer to a query, (B, 3, H, W) in [0, 1] (8-bit when ``quantize_queries``).
+
+        x_wmf for ``target="watermarked"``; the null models' targets f(x_p, x_m) or x_m otherwise.
+        """
+        target = self.hparams.get("target", "watermarked")
+        if target == "mask":
+            answer = mask
+        elif target == "plain_inn":
+            answer, _ = put_on_mask(self.inn, self.embedder, self.watermark, protected, mask, "none")
+        else:
+            answer, _ = put_on_mask(self.inn, self.embedder, self.watermark, protected, mask, self.position)
+        masked_face = answer
         return quantize_8bit(masked_face) if self.hparams.quantize_queries else masked_face.clamp(0, 1)
 
     def forward(self, protected: Tensor, replacement: Tensor) -> Tensor:

@@ -106,3 +106,21 @@ def test_bundle_with_an_unknown_position_is_refused(variants, tmp_path):
     save_file(load_file(str(path)), str(path), metadata=metadata)
     with pytest.raises(BundleError, match="position"):
         load_bundle(path, "ipmn-service")
+
+
+@torch.no_grad()
+def test_null_models_imitate_a_service_without_the_watermark(checkpoints):
+    """Issue 24's null models: the same INN on the plain mask, or the plain face swap, never x_wmf."""
+    b = batch()
+    answers = {}
+    for target in ("watermarked", "plain_inn", "mask"):
+        stealer = StealingAttackModule(
+            image_size=SIZE, phase1_ckpt=str(checkpoints["phase1"]), phase2_ckpt=str(checkpoints["phase2"]), ngf=4,
+            stealer="cnet", target=target,
+        )  # fmt: skip
+        stealer.load_frozen()
+        answers[target] = stealer.query_black_box(b["protected"], b["mask"])
+    inn = phase2(checkpoints["phase2"]).inn
+    assert torch.equal(answers["mask"], quantize_8bit(b["mask"]))
+    assert torch.equal(answers["plain_inn"], quantize_8bit(inn.put_on(b["protected"], b["mask"])[0]))
+    assert not torch.equal(answers["plain_inn"], answers["watermarked"])

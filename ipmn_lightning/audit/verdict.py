@@ -1,0 +1,186 @@
+"""``ipmn audit run`` (also ``ipmn audit --bundle ...``): a model-level verdict on a suspect from its answers.
+
+The verifier's R reads every answer of the suspect to the owner's challenge; the mean NC is compared with the
+null of independent models (:mod:`ipmn_lightning.audit.statistics`), measured either on the answers of the
+owner's null models to the *same* challenge (``--null DIR DIR ...``, the valid comparison), or, failing that, on
+the null models' NCs that the pipeline recorded in the verifier bundle (``audit_null``; measured on the
+pipeline's validation queries, so valid only for a challenge from the same source). ``audit.json`` keeps the
+p-value, the statistic, ``n``, ``alpha``, the verdict and where the null came from; ``--figure`` is a histogram
+of the suspect's, the null models' and (when the bundle records them) genuine x_wmf NCs.
+
+Exit code 0: the suspect is shown to carry the watermark at ``alpha``; 1: not shown; 2: bad input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from ipmn_lightning.audit.challenge import read_challenge
+from ipmn_lightning.audit.statistics import MIN_BETWEEN_SD, audit_statistic, null_summary
+from ipmn_lightning.core.files import atomic_path, atomic_write_text
+from ipmn_lightning.inference.guards import (
+    RoleError,
+    batches,
+    check_batch_size,
+    check_device,
+    check_report,
+    list_images,
+    run_guarded,
+)
+from ipmn_lightning.inference.options import ResizePolicy
+
+__all__ = ["audit_run"]
+
+
+def _ncs(model: Any, files: list[Path], batch_size: int, resize: ResizePolicy, desc: str) -> dict[str, float]:
+    from ipmn_lightning.inference.role_work import read_images
+
+    values: dict[str, float] = {}
+    with contextlib.closing(batches(files, batch_size, desc)) as chunks:
+        for chunk in chunks:
+            for file, verdict in zip(chunk, model.verify(read_images(chunk, model.image_size, resize))):
+                values[file.stem] = verdict.nc
+    return values
+
+
+def _check_against(challenge: str | None, answers: dict[str, float], what: str) -> None:
+    """With ``--challenge``: the answers are exactly one per challenge pair (by file stem = pair id)."""
+    if challenge is None:
+        return
+    ids = {pair["id"] for pair in read_challenge(challenge)["pairs"]}
+    missing, extra = sorted(ids - answers.keys()), sorted(answers.keys() - ids)
+    if missing or extra:
+        raise RoleError(
+            f"{what}: the answers do not match --challenge {challenge} ({len(missing)} pair(s) unanswered, e.g. "
+            f"{missing[:3]}; {len(extra)} file(s) that are no pair of it, e.g. {extra[:3]}); pass the folder of "
+            "answers to exactly this challenge"
+        )
+
+
+def _figure(path: Path, suspect: list[float], null: dict[str, list[float]], genuine: list[float] | None,
+            threshold: float) -> None:  # fmt: skip
+    import matplotlib
+
+    matplotlib.use("Agg")  # no screen; never a GUI backend
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=120)
+    bins = [i / 100 for i in range(30, 101)]
+    for name, values in null.items():
+        ax.hist(values, bins=bins, histtype="step", linewidth=1.2, label=f"null: {name}")
+    if genuine:
+        ax.hist(genuine, bins=bins, alpha=0.35, color="tab:green", label="genuine x_wmf")
+    ax.hist(suspect, bins=bins, alpha=0.6, color="tab:red", label="suspect")
+    ax.axvline(threshold, color="black", linestyle="--", linewidth=0.8, label=f"per-image rule {threshold}")
+    ax.set_xlabel("NC of R(answer) with w")
+    ax.set_ylabel("answers")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def audit_run(
+    *,
+    bundle: str,
+    responses: str,
+    report: str,
+    null: list[str] | None = None,
+    challenge: str | None = None,
+    alpha: float = 1e-6,
+    figure: str | None = None,
+    min_between_sd: float = MIN_BETWEEN_SD,
+    resize: ResizePolicy = "resize",
+    batch_size: int = 64,
+    device: str = "cpu",
+    overwrite: bool = False,
+) -> int:
+    """Owner: does a suspect model carry the watermark? Exit code 0 if shown at ``alpha``, 1 if not, 2 on bad input.
+
+    Args:
+        bundle: the verifier bundle (``verifier.safetensors``).
+        responses: the folder of the suspect's answers to the challenge (any names; ``ipmn audit query`` writes
+            one); images of another size are brought to the bundle's (``--resize``).
+        report: where to write ``audit.json``.
+        null: folders of answers of at least two independent null models to the same challenge (``ipmn audit
+            answer``); default: the null models the bundle records (``audit_null``).
+        challenge: the challenge folder; when given, the answers must be exactly one per pair of it.
+        alpha: the level at or below which the suspect is called a carrier of the watermark.
+        figure: the histogram PNG; default: the report's name with ``.png``.
+        min_between_sd: the smallest between-model standard deviation of mean NCs the null assumes.
+        resize: ``resize`` (squash), ``crop`` (centre square) or ``reject`` for answers not at the bundle's size.
+        batch_size: images per forward pass.
+        device: ``cpu``, ``cuda``, ...
+        overwrite: replace an existing report.
+    """
+
+    def run() -> int:
+        from ipmn_lightning.inference.bundle import VERIFIER_FORMAT, load_bundle
+        from ipmn_lightning.inference.facade import IPMN
+
+        if not 0 < alpha < 1:
+            raise RoleError(f"--alpha must be in (0, 1), got {alpha}")
+        if not (math.isfinite(min_between_sd) and min_between_sd >= 0):
+            raise RoleError(f"--min_between_sd must be a number >= 0, got {min_between_sd}")
+        check_batch_size(batch_size)
+        check_device(device)
+        loaded = load_bundle(bundle, VERIFIER_FORMAT)
+        files = list_images(responses, "responses")
+        null_files = {f"{i}:{Path(folder).name}": list_images(folder, "null") for i, folder in enumerate(null or [])}
+        target = check_report(report, overwrite, [loaded.path, *files])
+        picture = Path(figure).expanduser() if figure else target.with_suffix(".png")
+        model = IPMN(verifier=loaded, device=device)
+        suspect = _ncs(model, files, batch_size, resize, "suspect")
+        _check_against(challenge, suspect, "--responses")
+        recorded = loaded.config.get("audit_null") or {}
+        if null_files:
+            null_ncs = {}
+            for name, members in null_files.items():
+                values = _ncs(model, members, batch_size, resize, f"null {name}")
+                _check_against(challenge, values, f"--null {name}")
+                null_ncs[name] = list(values.values())
+            source = "--null: null models' answers to this challenge"
+        elif recorded.get("models"):
+            null_ncs = {name: list(v) for name, v in recorded["models"].items()}
+            source = f"the bundle's audit_null ({recorded.get('source', 'the pipeline')})"
+        else:
+            raise RoleError(
+                "no null: pass --null DIR DIR (the answers of at least two independent null models to this "
+                "challenge, from `ipmn audit answer`), or a verifier bundle exported with audit_null"
+            )
+        if len(null_ncs) < 2:
+            raise RoleError(f"--null: the null needs at least 2 independent null models, got {len(null_ncs)}")
+        fitted = null_summary(null_ncs, min_between_sd)
+        result = audit_statistic(list(suspect.values()), fitted, alpha)
+        genuine = recorded.get("genuine")
+        summary: dict[str, Any] = {
+            **result,
+            "bundle": str(bundle),
+            "bundle_fingerprint": loaded.fingerprint,
+            "responses": str(responses),
+            "challenge": challenge,
+            "null_source": source,
+            "null": fitted,
+            "per_image_threshold": float(model.threshold),
+            "verified_per_image": sum(v > model.threshold for v in suspect.values()),
+            "figure": str(picture),
+            "answers": suspect,
+        }
+        _figure(picture, list(suspect.values()), null_ncs, genuine, float(model.threshold))
+        atomic_write_text(target, json.dumps(summary, indent=2) + "\n")
+        verdict = "carries the watermark" if result["verdict"] == "watermarked" else "not shown to carry the watermark"
+        print(
+            f"suspect: mean NC {result['statistic']:.4f} over {result['n']} answers; null of {len(null_ncs)} "
+            f"independent models: {fitted['mean']:.4f} (between-model sd {fitted['between_sd']:.4f}); "
+            f"z {result['z']:.2f}, p-value {result['p_value']:.3g}, effect size {result['effect_size']:.2f}"
+        )
+        print(f"verdict at alpha {alpha:g}: {verdict}; wrote {target} and {picture}", file=sys.stdout)
+        return 0 if result["verdict"] == "watermarked" else 1
+
+    return run_guarded(run)
