@@ -36,18 +36,24 @@ class StealingAttackModule(IPMNModule):
         image_size: side of the square images (linked from the data module).
         phase1_ckpt: phase-1 checkpoint; its extractor R measures how much watermark the stealer copied.
         phase2_ckpt: phase-2 checkpoint; gives H, w and the INN of the black box.
-        stealer: the attacker's architecture (paper §4.4.1): ``cnet``, ``res9``, ``res16`` or ``unet``.
+        stealer: the attacker's architecture (paper §4.4.1): ``cnet``, ``res9``, ``res16`` or ``unet``; or
+            ``attn``, an image-to-image transformer the paper does not try (issue 24).
         ngf: base width of the stealer.
         res_block: ResNet block of ``res9``/``res16``: the standard two convolutions or the DMW code's one.
         quantize_queries: the attacker receives 8-bit images from the service (as PNG files).
         lr: Adam learning rate (1e-4, paper §4).
         betas: Adam betas (DMW).
-        lr_schedule: ``constant``, or ``linear_decay`` (the DMW/pix2pix schedule: constant, then linear to 0).
+        lr_schedule: ``constant``; ``linear_decay`` (the DMW/pix2pix schedule: constant, then linear to 0); or
+            ``cosine`` (per optimizer step over ``trainer.max_steps``, a careful attacker's choice; issue 24).
         decay_epochs: epochs of linear decay at the end of training (``linear_decay`` only).
         target: what the imitated service answers. ``watermarked``: x_wmf, the IPMN service (the attack of
             §3.3.1); the other two make the *null models* of ``ipmn audit`` (issue 24), independent models that
             do the same job but never saw the owner's watermark: ``plain_inn``: the same INN putting x_p on the
             plain mask, f(x_p, x_m); ``mask``: the plain face swap x_m.
+        loss: ``l2`` (paper §3.4.3) or ``l1`` (a careful attacker's: sharper imitations; issue 24).
+        augment: the attacker augments its queries (random flips, shifts up to 1/8 of the side, brightness and
+            contrast jitter of ±10%), the same transform on x_p, x_r and x_m, so the service's answer to the
+            augmented query is the target.
     """
 
     phase = PHASE3_STEAL
@@ -58,15 +64,17 @@ class StealingAttackModule(IPMNModule):
         image_size: int = 256,
         phase1_ckpt: str | None = None,
         phase2_ckpt: str | None = None,
-        stealer: Literal["cnet", "res9", "res16", "unet"] = "unet",
+        stealer: Literal["cnet", "res9", "res16", "unet", "attn"] = "unet",
         ngf: int = 64,
         res_block: Literal["two_conv", "dmw_single_conv"] = "two_conv",
         quantize_queries: bool = True,
         lr: float = 1e-4,
         betas: tuple[float, float] = (0.5, 0.999),
-        lr_schedule: Literal["constant", "linear_decay"] = "constant",
+        lr_schedule: Literal["constant", "linear_decay", "cosine"] = "constant",
         decay_epochs: int = 150,
         target: Literal["watermarked", "plain_inn", "mask"] = "watermarked",
+        loss: Literal["l2", "l1"] = "l2",
+        augment: bool = False,
     ) -> None:
         super().__init__(image_size)
         self.save_hyperparameters(ignore=["phase1_ckpt", "phase2_ckpt"])
@@ -125,11 +133,37 @@ class StealingAttackModule(IPMNModule):
         """x_sm = SM(x_p, x_r), (B, 3, H, W) in [0, 1]."""
         return self.stealer(protected, replacement)
 
+    def augment_queries(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
+        """The careful attacker's augmentation (``augment``): one random transform per sample, on x_p, x_r, x_m.
+
+        Returns:
+            (protected, replacement, mask), each (B, 3, H, W) in [0, 1].
+        """
+        images = torch.stack([batch["protected"], batch["replacement"], batch["mask"]])  # (3, B, 3, H, W)
+        _, b, _, h, w = images.shape
+        flip = torch.rand(b, device=images.device) < 0.5
+        images = torch.where(flip[None, :, None, None, None], images.flip(-1), images)
+        limit = max(h // 8, 1)
+        shifted = torch.empty_like(images)
+        for i in range(b):  # a shift with reflected borders: the face moves, the image keeps its size
+            dy, dx = (int(v) for v in torch.randint(-limit, limit + 1, (2,)))
+            padded = F.pad(images[:, i], (limit, limit, limit, limit), mode="reflect")
+            shifted[:, i] = padded[..., limit + dy : limit + dy + h, limit + dx : limit + dx + w]
+        gain = 1 + 0.2 * (torch.rand(1, b, 1, 1, 1, device=images.device) - 0.5)
+        offset = 0.2 * (torch.rand(1, b, 1, 1, 1, device=images.device) - 0.5)
+        mean = shifted.mean(dim=(2, 3, 4), keepdim=True)
+        jittered = ((shifted - mean) * gain + mean + offset * mean).clamp(0, 1)
+        return jittered[0], jittered[1], jittered[2]
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        """Plain L2 between the stealer's output and the black box's answer."""
-        target = self.query_black_box(batch["protected"], batch["mask"])
-        stolen = self.stealer(batch["protected"], batch["replacement"])
-        loss = F.mse_loss(stolen, target)
+        """L2 (or L1) between the stealer's output and the black box's answer to the (augmented) query."""
+        if self.hparams.get("augment", False):
+            protected, replacement, mask = self.augment_queries(batch)
+        else:
+            protected, replacement, mask = batch["protected"], batch["replacement"], batch["mask"]
+        target = self.query_black_box(protected, mask)
+        stolen = self.stealer(protected, replacement)
+        loss = F.l1_loss(stolen, target) if self.hparams.get("loss", "l2") == "l1" else F.mse_loss(stolen, target)
         self.log("train/loss", loss, prog_bar=True, batch_size=stolen.shape[0])
         return loss
 
@@ -139,6 +173,12 @@ class StealingAttackModule(IPMNModule):
         opt = torch.optim.Adam(self.stealer.parameters(), lr=hp.lr, betas=tuple(hp.betas))
         if hp.lr_schedule == "constant":
             return {"optimizer": opt}
+        if hp.lr_schedule == "cosine":
+            steps = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else None
+            if steps is None:
+                raise ValueError("lr_schedule=cosine needs trainer.max_steps (the schedule runs over the steps)")
+            cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
         total = (
             self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 2 * hp.decay_epochs
         )

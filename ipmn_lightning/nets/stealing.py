@@ -20,7 +20,7 @@ from torch import nn
 
 from ipmn_lightning.nets.unet import UNet, default_num_downs
 
-StealerName = Literal["cnet", "res9", "res16", "unet"]
+StealerName = Literal["cnet", "res9", "res16", "unet", "attn"]
 BlockName = Literal["two_conv", "dmw_single_conv"]
 
 
@@ -161,11 +161,64 @@ class UNetStealer(_Stealer):
         self.body = UNet(6, 3, num_downs, ngf=ngf, norm="instance", use_dropout=use_dropout, output="none")
 
 
+class _AttentionBody(nn.Module):
+    """Conv stem at full resolution, a transformer over 4 x 4 patches, pixel-shuffle back, a conv head on both."""
+
+    def __init__(self, image_size: int, ngf: int, patch: int, depth: int, heads: int) -> None:
+        super().__init__()
+        dim = ngf * 4
+        self.stem = nn.Sequential(nn.Conv2d(6, ngf, 3, padding=1), nn.GELU())
+        self.embed = nn.Conv2d(ngf, dim, patch, stride=patch)
+        side = image_size // patch
+        self.position = nn.Parameter(torch.zeros(1, side * side, dim))
+        nn.init.trunc_normal_(self.position, std=0.02)
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, dim_feedforward=2 * dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.up = nn.Sequential(nn.Conv2d(dim, ngf * patch * patch, 1), nn.PixelShuffle(patch))
+        self.head = nn.Sequential(nn.Conv2d(2 * ngf, ngf, 3, padding=1), nn.GELU(), nn.Conv2d(ngf, 3, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 6, H, W) in [-1, 1] -> (B, 3, H, W) pre-tanh."""
+        local = self.stem(x)
+        tokens = self.embed(local)
+        b, c, h, w = tokens.shape
+        mixed = self.encoder(tokens.flatten(2).transpose(1, 2) + self.position)
+        up = self.up(mixed.transpose(1, 2).reshape(b, c, h, w))
+        return self.head(torch.cat([local, up], dim=1))
+
+
+class AttentionStealer(_Stealer):
+    """``attn``: an image-to-image transformer, a kind of stealer the paper does not try (issue 24).
+
+    A ViT-style body (our own small design, in the spirit of Restormer/Uformer's attention restoration
+    networks): Conv3x3(ngf) stem, 4 x 4 patch embedding to 4ngf, ``depth`` pre-norm transformer encoder layers
+    with global self-attention over the patches (learned position embedding), a 1x1 conv and pixel shuffle back
+    to full resolution, and a conv head on the stem's and the transformer's features. H and W must equal
+    ``image_size`` (the position embedding) and be divisible by 4.
+
+    Args:
+        image_size: side of the square images.
+        ngf: stem width; the transformer works at 4ngf.
+        depth: transformer layers.
+        heads: attention heads.
+    """
+
+    size_multiple = 4
+
+    def __init__(self, image_size: int = 64, ngf: int = 16, depth: int = 4, heads: int = 4) -> None:
+        super().__init__()
+        if image_size % 4:
+            raise ValueError(f"image_size={image_size} must be divisible by 4 for the attn stealer")
+        self.body = _AttentionBody(image_size, ngf, 4, depth, heads)
+
+
 def build_stealer(name: StealerName, image_size: int = 256, ngf: int = 64, **kwargs: Any) -> nn.Module:
     """Build a stealing model by name.
 
     Args:
-        name: ``cnet``, ``res9``, ``res16`` or ``unet``.
+        name: ``cnet``, ``res9``, ``res16``, ``unet`` or ``attn``.
         image_size: side of the square images (sets the U-Net depth; checked for the others).
         ngf: base width (the hidden width of ``cnet``).
         **kwargs: extra constructor arguments (``depth`` for cnet; ``block``, ``use_dropout`` for
@@ -182,4 +235,6 @@ def build_stealer(name: StealerName, image_size: int = 256, ngf: int = 64, **kwa
         return ResnetStealer(n_blocks=9 if name == "res9" else 16, ngf=ngf, **kwargs)
     if name == "unet":
         return UNetStealer(image_size=image_size, ngf=ngf, **kwargs)
-    raise ValueError(f"stealer name={name!r} is not one of ('cnet', 'res9', 'res16', 'unet')")
+    if name == "attn":
+        return AttentionStealer(image_size=image_size, ngf=ngf, **kwargs)
+    raise ValueError(f"stealer name={name!r} is not one of ('cnet', 'res9', 'res16', 'unet', 'attn')")

@@ -124,3 +124,21 @@ def test_null_models_imitate_a_service_without_the_watermark(checkpoints):
     assert torch.equal(answers["mask"], quantize_8bit(b["mask"]))
     assert torch.equal(answers["plain_inn"], quantize_8bit(inn.put_on(b["protected"], b["mask"])[0]))
     assert not torch.equal(answers["plain_inn"], answers["watermarked"])
+
+
+def test_a_careful_attacker_augments_queries_consistently_and_trains(checkpoints):
+    """Issue 24's careful attacker: L1, flips/shifts/jitter on the query triple, a cosine schedule per step."""
+    from tests.helpers import tiny_trainer
+
+    module = StealingAttackModule(
+        image_size=SIZE, phase1_ckpt=str(checkpoints["phase1"]), phase2_ckpt=str(checkpoints["phase2"]), ngf=4,
+        stealer="attn", loss="l1", augment=True, lr_schedule="cosine",
+    )  # fmt: skip
+    face = batch()["protected"]
+    torch.manual_seed(0)
+    protected, replacement, mask = module.augment_queries({"protected": face, "replacement": face, "mask": face})
+    assert torch.equal(protected, replacement) and torch.equal(protected, mask)  # one transform for the triple
+    assert not torch.equal(protected, face) and protected.shape == face.shape
+    trainer = tiny_trainer(max_epochs=-1, max_steps=2)
+    trainer.fit(module, datamodule=tiny_data(SIZE))
+    assert trainer.lr_scheduler_configs[0].interval == "step" and trainer.global_step == 2

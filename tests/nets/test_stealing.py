@@ -7,7 +7,7 @@ import torch
 
 from ipmn_lightning.nets.stealing import ResnetStealer, UNetStealer, build_stealer
 
-NAMES = ["cnet", "res9", "res16", "unet"]
+NAMES = ["cnet", "res9", "res16", "unet", "attn"]
 
 
 def _tiny(name):
