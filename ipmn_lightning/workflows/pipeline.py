@@ -344,6 +344,7 @@ def pipeline(
 
     done: dict[str, list[str]] = {key: [] for key in PHASES}
     stealing: dict[str, tuple[str, bool]] = {}  # stealing phase name -> (checkpoint, held out)
+    nulls: dict[str, str] = {}  # null model phase name -> checkpoint
     main_enhancement: str | None = None
     enhancement: tuple[PhaseSpec, dict[str, Any]] | None = None  # the main enhancement phase and its record
     started = time.time()
@@ -397,7 +398,11 @@ def pipeline(
             record = manifest["phases"].pop()
         record.update(name=spec.name, kind=kind, config=spec.config)
         checkpoint_path = str(out / record["checkpoint"])
-        if kind == PHASE3_STEAL:
+        target = settings.get("model.init_args.target") or "watermarked"
+        if kind == PHASE3_STEAL and target != "watermarked":  # a null model of the audit (issue 24), not a thief
+            record["null"] = target
+            nulls[spec.name] = checkpoint_path
+        elif kind == PHASE3_STEAL:
             record["held_out"] = spec.held_out
             stealing[spec.name] = (checkpoint_path, spec.held_out)
         if enhanced_on is not None:
@@ -406,7 +411,7 @@ def pipeline(
             main_enhancement = checkpoint_path if spec.stealers is None else main_enhancement
             enhancement = (spec, record) if spec.stealers is None else enhancement
         manifest["phases"].append(record)
-        if kind in done:
+        if kind in done and not record.get("null"):
             done[kind].append(checkpoint_path)
         save()
     if main_enhancement is not None:  # the bundle's R: the default protocol's, not a variant's
@@ -437,7 +442,7 @@ def pipeline(
             return TARGETS_MISSED
         save()
     data = next((r["data"] for r in reversed(manifest["phases"]) if r.get("data")), None)
-    manifest["bundles"] = export_bundles(out, done, data)
+    manifest["bundles"] = export_bundles(out, done, data, nulls)
     # recorded outside the bundles, so that an edited bundle with a recomputed fingerprint is still caught
     manifest["bundle_fingerprints"] = bundle_fingerprints(manifest["bundles"], out)
     save()

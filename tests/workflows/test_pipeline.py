@@ -30,6 +30,8 @@ MODELS = {
 }
 FULL = [{"name": "phase1", "config": "phase1.yaml"}, {"name": "phase2", "config": "phase2.yaml"},
         {"name": "steal_unet", "config": "steal.yaml", "args": ["--model.init_args.stealer=unet"]},
+        {"name": "null_plain", "config": "steal.yaml", "args": ["--model.init_args.target=plain_inn"]},
+        {"name": "null_mask", "config": "steal.yaml", "args": ["--model.init_args.target=mask"]},
         {"name": "enhance", "config": "enhance.yaml"}]  # fmt: skip
 
 
@@ -63,8 +65,10 @@ def full_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_pipeline_chains_the_phases(full_run):
     manifest = json.loads((full_run / "manifest.json").read_text())
     phases = {p["name"]: p for p in manifest["phases"]}
-    assert list(phases) == ["phase1", "phase2", "steal_unet", "enhance"]
-    assert [p["kind"] for p in phases.values()] == ["phase1", "phase2", "phase3_steal", "phase3_enhance"]
+    assert list(phases) == ["phase1", "phase2", "steal_unet", "null_plain", "null_mask", "enhance"]
+    kinds = ["phase1", "phase2", "phase3_steal", "phase3_steal", "phase3_steal", "phase3_enhance"]
+    assert [p["kind"] for p in phases.values()] == kinds
+    assert phases["null_plain"]["null"] == "plain_inn" and phases["null_mask"]["null"] == "mask"
     for name, phase in phases.items():
         assert phase["status"] == "finished" and phase["checkpoint"] == f"{name}/checkpoints/last.ckpt"
         assert (full_run / phase["checkpoint"]).is_file() and phase["seed"] == 0 and phase["wall_time_s"] > 0
@@ -74,7 +78,7 @@ def test_pipeline_chains_the_phases(full_run):
     phase1, phase2, steal = (str(full_run / f"{n}/checkpoints/last.ckpt") for n in ("phase1", "phase2", "steal_unet"))
     assert "phase1_ckpt" not in args["phase1"] and f"--model.init_args.phase1_ckpt={phase1}" in args["phase2"]
     assert f"--model.init_args.phase2_ckpt={phase2}" in args["steal_unet"] and "stealer=unet" in args["steal_unet"]
-    assert f'--model.init_args.stealer_ckpt=["{steal}"]' in args["enhance"]
+    assert f'--model.init_args.stealer_ckpt=["{steal}"]' in args["enhance"]  # a null model is no thief
     stealer = torch.load(full_run / phases["steal_unet"]["checkpoint"], weights_only=True)
     assert stealer["hyper_parameters"]["stealer"] == "unet"  # the phase's own args reach the model
     assert not (full_run.parent / "elsewhere").exists()  # the pipeline pins the checkpoint folder
@@ -97,7 +101,11 @@ def test_pipeline_exports_bundles_and_report(full_run):
     assert load_bundle(full_run / "bundles/service.safetensors", "ipmn-service").image_size == 32
     for name in ("report.md", "report.json", "examples.png"):
         assert (full_run / name).is_file() and manifest["evaluation"][name] == name
-    assert "unet" in json.loads((full_run / "report.json").read_text())["table10"]
+    table10 = json.loads((full_run / "report.json").read_text())["table10"]
+    assert "unet" in table10 and not any("null" in key for key in json.dumps(table10).split('"'))
+    null = verifier.config["audit_null"]  # the audit's null: R's NCs on both null models' answers
+    assert set(null["models"]) == {"null_plain", "null_mask"} and len(null["models"]["null_mask"]) == 4
+    assert len(null["genuine"]) == 4
 
 
 def test_pipeline_bundles_give_each_holder_only_its_part(full_run):

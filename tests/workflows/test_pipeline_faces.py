@@ -98,7 +98,8 @@ def test_faces_pipeline_parses(capsys):
         main(["pipeline", "--config", str(REPO / "configs/faces/pipeline.yaml"), "--print_config"])
     spec = yaml.safe_load(capsys.readouterr().out)
     assert spec["masks"]["generator"] == "landmark" and spec["masks"]["image_size"] >= 64
-    assert [p["name"] for p in spec["phases"]] == ["phase1", "phase2", "steal_unet", "enhance"]
+    names = ["phase1", "phase2", "steal_unet", "null_unet_plain_inn", "null_res9_mask", "enhance"]
+    assert [p["name"] for p in spec["phases"]] == names
     assert spec["data"] == "configs/data/faces.yaml"  # named once, composed into every phase
     for phase in spec["phases"]:
         data = data_settings(REPO / spec["data"], REPO / phase["config"])

@@ -28,7 +28,8 @@ def run_checkpoints(run: str) -> tuple[dict[str, Any], dict[str, Any]]:
     manifest = load_manifest(run)
     if not manifest:
         raise FileNotFoundError(f"{run} has no manifest.json; pass a folder written by `ipmn pipeline`")
-    finished = [p for p in manifest["phases"] if p.get("status") == "finished"]
+    # null models (phase 3a with a target other than x_wmf) are the audit's, not thieves: not evaluated as stealers
+    finished = [p for p in manifest["phases"] if p.get("status") == "finished" and not p.get("null")]
     of_kind = {k: [p["checkpoint"] for p in finished if p["kind"] == k] for k in PHASES}
     checkpoints = {  # every stealer; the last checkpoint of each other phase
         PHASES[k].ckpt_argument: paths if k == PHASE3_STEAL else (paths or [None])[-1] for k, paths in of_kind.items()
