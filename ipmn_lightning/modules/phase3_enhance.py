@@ -64,10 +64,14 @@ class ExtractorEnhanceModule(IPMNModule):
             imitator (a 7x7 Gaussian blur with σ in [0.5, 1.5] or a resize round trip through 40-80% of the side)
             before the rest: a way to reach stealers R never saw (``benchmarks/experiments.py --attempts``). Not in
             the paper.
+        null_ckpt: phase-3a checkpoints of null models (``target`` ``plain_inn`` or ``mask``: trained on answers
+            without the watermark), whose outputs join the clean sources of eq. 25 in training: R learns that an
+            imitation's look is not the watermark (the negatives of Deep Model Watermarking's adversarial stage,
+            github.com/ZJZAC/Deep-Model-Watermarking). Not in the paper's equations.
     """
 
     phase = PHASE3_ENHANCE
-    frozen_attributes = ("embedder", "inn", "stealers")
+    frozen_attributes = ("embedder", "inn", "stealers", "null_models")
 
     def __init__(
         self,
@@ -90,9 +94,11 @@ class ExtractorEnhanceModule(IPMNModule):
         robust_p_clean: float = 0.25,
         robust_jpeg_qualities: tuple[int, ...] = (50, 65, 75, 90),
         degrade_stolen: bool = False,
+        null_ckpt: list[str] | str | None = None,
     ) -> None:
         super().__init__(image_size)
-        self.save_hyperparameters(ignore=["phase1_ckpt", "phase2_ckpt", "stealer_ckpt"])
+        self.save_hyperparameters(ignore=["phase1_ckpt", "phase2_ckpt", "stealer_ckpt", "null_ckpt"])
+        self.null_ckpts = [null_ckpt] if isinstance(null_ckpt, str) else list(null_ckpt or [])
         self.phase1_ckpt, self.phase2_ckpt = phase1_ckpt, phase2_ckpt
         self.stealer_ckpts = [stealer_ckpt] if isinstance(stealer_ckpt, str) else list(stealer_ckpt or [])
         self.extractor: nn.Module | None = None  # R, trainable: built here when its architecture is known
@@ -115,6 +121,7 @@ class ExtractorEnhanceModule(IPMNModule):
         self.embedder = freeze(build("embedder", config["embedder"]))
         self.inn = freeze(build("inn", config["inn"]))
         self.stealers = nn.ModuleList([freeze(build("stealer", c)) for c in config["stealers"]])
+        self.null_models = nn.ModuleList([freeze(build("stealer", c)) for c in config.get("null_models", [])])
         self.position = config.get("position", "mask")  # where phase 2 put the watermark (phases.put_on_mask)
         self.stealer_names = unique_names([c["name"] for c in config["stealers"]])
         shape = watermark_shape(config["embedder"])  # (3, size, size), or (L,) for the HiDDeN baseline
@@ -143,9 +150,9 @@ class ExtractorEnhanceModule(IPMNModule):
         configs2, state2 = load_phase2(self.phase2_ckpt)
         check_image_size(configs2["embedder"]["image_size"], self.image_size, "phase2_ckpt")
         stealers = [load_stealer(path) for path in self.stealer_ckpts]
-        self.build_frozen(
-            {**configs2, "extractor": configs1["extractor"], "stealers": [config for config, _ in stealers]}
-        )
+        nulls = [load_stealer(path, "null_ckpt") for path in self.null_ckpts]
+        self.build_frozen({**configs2, "extractor": configs1["extractor"], "stealers": [c for c, _ in stealers],
+                           "null_models": [c for c, _ in nulls]})  # fmt: skip
         load_submodule(self.embedder, state2, "embedder", f"phase2_ckpt {self.phase2_ckpt}")
         load_submodule(self.inn, state2, "inn", f"phase2_ckpt {self.phase2_ckpt}")
         if self.extractor is None:  # phase1_ckpt appeared after __init__
@@ -153,6 +160,8 @@ class ExtractorEnhanceModule(IPMNModule):
         load_submodule(self.extractor, state1, "extractor", f"phase1_ckpt {self.phase1_ckpt}")
         for module, (_, state), path in zip(self.stealers, stealers, self.stealer_ckpts):
             load_submodule(module, state, "stealer", f"stealer_ckpt {path}")
+        for module, (_, state), path in zip(self.null_models, nulls, self.null_ckpts):
+            load_submodule(module, state, "stealer", f"null_ckpt {path}")
         self.watermark.copy_(state2["watermark"])
         self.blank.copy_(state1["blank"])  # R keeps the x_clean target of phase 1 (its blank_value)
 
@@ -196,9 +205,13 @@ class ExtractorEnhanceModule(IPMNModule):
         if self.stolen_degradation is not None:
             for name in [k for k in sources if k.startswith("stolen_")]:
                 sources[name] = self.stolen_degradation(sources[name])
-        extracted = self._extract_all(sources, distort=True)
-        watermarked = [v for k, v in extracted.items() if k not in CLEAN_SOURCES]
-        clean = [extracted[k] for k in CLEAN_SOURCES]
+        negatives = {}
+        with torch.no_grad():  # the null models' answers: clean images for R (the ``null_ckpt`` argument)
+            for index, model in enumerate(self.null_models):
+                negatives[f"null_{index}"] = quantize_8bit(model(batch["protected"], batch["replacement"]))
+        extracted = self._extract_all({**sources, **negatives}, distort=True)
+        watermarked = [v for k, v in extracted.items() if k not in CLEAN_SOURCES and k not in negatives]
+        clean = [extracted[k] for k in (*CLEAN_SOURCES, *negatives)]
         hp = self.hparams
         losses = enhanced_extracting_loss(
             watermarked, clean, self.watermark, self.blank,

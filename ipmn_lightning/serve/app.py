@@ -8,7 +8,7 @@ endpoint           key             does
 ``POST /protect``  none            photo in, protected PNG out (sender)
 ``POST /recover``  receiver        protected PNG in, recovered PNG out (receiver)
 ``POST /verify``   owner           image in, ``{"nc", "threshold", "verified"}`` out (IP verifier)
-``POST /audit``    owner           501: the audit of a suspect model is ``ipmn audit`` (issue 24)
+``POST /audit``    owner           501: the audit of a suspect model is the ``ipmn audit`` command (issue 24)
 =================  ==============  ==================================================================
 
 A POST takes the photo as the raw request body (``Content-Type: image/...`` or ``application/octet-stream``)
@@ -175,8 +175,9 @@ def create_app(engine: ServiceEngine, keys: ApiKeys, limits: ServeLimits | None 
         guard(request, "owner")
         raise HTTPProblem(
             501,
-            "auditing a suspect model is `ipmn audit` (issue 24), which this version of ipmn-lightning does not "
-            "have yet; use POST /verify on the suspect's outputs meanwhile",
+            "auditing a suspect model is the `ipmn audit` command (issue 24), run where the owner keeps the "
+            "challenge and the null models' answers: `ipmn audit challenge`, `ipmn audit query`, `ipmn audit run`; "
+            "this service does not hold them",
         )
 
     return app

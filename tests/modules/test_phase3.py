@@ -134,3 +134,23 @@ def test_enhanced_loss_hand_value():
     assert out["clean"].item() == pytest.approx(3 * 2.0 * 1.0)
     assert out["cst"].item() == pytest.approx(0.0)
     assert out["wext"].item() == pytest.approx(1.5 + 0.5 * 6.0)
+
+
+def test_null_models_are_negatives_of_the_enhancement(checkpoints, tmp_path):
+    """``null_ckpt``: the null models' answers join the clean sources, and the checkpoint rebuilds them."""
+    from ipmn_lightning.phases import load_phase_checkpoint
+
+    module = ExtractorEnhanceModule(
+        image_size=SIZE, phase1_ckpt=str(checkpoints["phase1"]), phase2_ckpt=str(checkpoints["phase2"]),
+        stealer_ckpt=[str(checkpoints["stealer"])], null_ckpt=[str(checkpoints["stealer"])],
+    )  # fmt: skip
+    seen = []
+    original = module._extract_all
+    module._extract_all = lambda sources, distort=False: seen.append(list(sources)) or original(sources, distort)
+    trainer = tiny_trainer()
+    trainer.fit(module, datamodule=tiny_data())
+    assert len(module.null_models) == 1 and all(not p.requires_grad for p in module.null_models.parameters())
+    assert "null_0" in seen[0] and "stolen_cnet" in seen[0]  # the first call is a training step's
+    trainer.save_checkpoint(tmp_path / "e.ckpt")
+    frozen = load_phase_checkpoint(tmp_path / "e.ckpt", "enhance", "phase3_enhance")["ipmn_frozen"]
+    assert len(frozen["null_models"]) == 1
