@@ -93,6 +93,31 @@ def train(name: str, init: dict[str, Any], args: argparse.Namespace, p1: Path, p
     return sorted(folder.glob("step*.ckpt"))
 
 
+def write_genuine(challenge: Path, manifest: dict[str, Any], service_bundle: Path, size: int, out: Path) -> None:
+    """The genuine service's answers x_wmf to the challenge: with its x_m (synthetic), or x_m from the landmark
+    swap at 128 px brought to ``size`` (photos; as the faces pipeline makes its masks). Pairs without a face
+    found get no genuine answer (the imitation PSNR is over the others)."""
+    import torch.nn.functional as F
+
+    service = IPMN.load(service_bundle=service_bundle)
+    generator = None
+    if not (challenge / "mask").is_dir():
+        from ipmn_lightning.faces.generators import make_mask_generator
+
+        generator = make_mask_generator("landmark")
+    for pair in manifest["pairs"]:
+        x_p = load_image(challenge / pair["protected"]["file"], size)
+        if generator is None:
+            x_m = load_image(challenge / pair["mask"]["file"], size)
+        else:
+            large = [load_image(challenge / pair[k]["file"], 128)[None] for k in ("protected", "replacement")]
+            outcome = generator.generate(*large)[0]
+            if outcome.mask is None:
+                continue
+            x_m = F.interpolate(outcome.mask[None], size=(size, size), mode="bilinear", antialias=True)[0]
+        atomic_save_image(out / f"{pair['id']}.png", service.protect(x_p[None], x_m.clamp(0, 1)[None])[0])
+
+
 def step_of(checkpoint: Path) -> int:
     return int(checkpoint.stem.removeprefix("step"))
 
@@ -166,14 +191,8 @@ def main() -> None:
     verifier = IPMN.load(verifier_bundle=args.out / "verifier.safetensors")
     answers = args.out / "answers"
     genuine = answers / "genuine"
-    if not genuine.exists() and (challenge / "mask").is_dir():
-        service = IPMN.load(service_bundle=args.out / "service.safetensors")
-        for pair in manifest["pairs"]:
-            x_p, x_m = (
-                load_image(challenge / pair["protected"]["file"], size),
-                load_image(challenge / pair["mask"]["file"], size),
-            )
-            atomic_save_image(genuine / f"{pair['id']}.png", service.protect(x_p[None], x_m[None])[0])
+    if not genuine.exists():
+        write_genuine(challenge, manifest, args.out / "service.safetensors", size, genuine)
     rows: dict[str, Any] = {}
     for name, files in checkpoints.items():
         steps = []
