@@ -35,7 +35,7 @@ def test_two_token_overrides_and_an_extra_config_reach_every_phase(tmp_path, mon
     monkeypatch.setattr(analysis, "require_faces_extra", lambda what: None)
     monkeypatch.setattr(masks, "generate_masks", fake_generate)
     monkeypatch.setattr(pipeline_module, "_fit", fake_fit)
-    monkeypatch.setattr(pipeline_module, "export_bundles", lambda out, done, data=None: {})
+    monkeypatch.setattr(pipeline_module, "export_bundles", lambda out, done, data=None, nulls=None: {})
     extra = tmp_path / "extra.yaml"
     extra.write_text(yaml.safe_dump({"data": {"source": "folder", "batch_size": 3}}))
     photos = tmp_path / "photos"
