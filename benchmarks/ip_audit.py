@@ -19,8 +19,9 @@ From a run's phase-1 and phase-2 checkpoints (``--run``: ``phase1/checkpoints/la
 4. checks the p-value's calibration (:func:`ipmn_lightning.audit.statistics.calibration`: each null model held
    out in turn, its answers bootstrapped).
 
-Writes ``<out>/ip_audit.json``, ``<out>/ip_audit.md`` and ``<out>/curve.png`` (mean NC and SR_E against the
-imitation PSNR). Models already trained in ``<out>/models`` are reused.
+Writes ``<out>/<name>.json``, ``<out>/<name>.md`` and ``<out>/<name>_curve.png`` (mean NC and SR_E against the
+imitation PSNR; ``--name``, default ``ip_audit``). Models and answers already in ``<out>`` are reused, so a
+second R (``--verifier_ckpt``, another ``--name``) is measured on the same answers.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ def psnr_8bit(folder: Path, reference: Path, size: int) -> float:
 
 
 def audit(suspect: Path, nulls: list[Path], args: argparse.Namespace, report: Path) -> dict[str, Any]:
-    code = ipmn(["audit", "run", "--bundle", str(args.out / "verifier.safetensors"), "--responses", str(suspect),
+    code = ipmn(["audit", "run", "--bundle", str(args.verifier), "--responses", str(suspect),
                  "--null", json.dumps([str(p) for p in nulls]), "--challenge", str(args.out / "challenge"),
                  "--report", str(report), "--alpha", str(ALPHA), "--overwrite", "true"])  # fmt: skip
     result = json.loads(report.read_text())
@@ -162,6 +163,7 @@ def main() -> None:
     )
     parser.add_argument("--verifier_ckpt", default=None, help="R's checkpoint (default: the run's phase 1)")
     parser.add_argument("--models", default=None, help="comma-separated subset of the thieves and null models")
+    parser.add_argument("--name", default="ip_audit", help="name of the result files (another R: another name)")
     parser.add_argument("--resamples", type=int, default=200, help="bootstrap resamples per null model")
     parser.add_argument(
         "--fit_arg",
@@ -179,7 +181,8 @@ def main() -> None:
     started = time.time()
     checkpoints = {name: train(name, init, args, p1, p2) for name, init in {**thieves, **nulls}.items()}
 
-    export_verifier_bundle(args.verifier_ckpt or p1, args.out / "verifier.safetensors")
+    args.verifier = args.out / f"verifier_{args.name}.safetensors"
+    export_verifier_bundle(args.verifier_ckpt or p1, args.verifier)
     export_service_bundle(p2, args.out / "service.safetensors")
     challenge = args.out / "challenge"
     if not challenge.exists():
@@ -188,7 +191,7 @@ def main() -> None:
                      "--out", str(challenge)]) == 0  # fmt: skip
     manifest = read_challenge(challenge)
     size = int(manifest["image_size"])
-    verifier = IPMN.load(verifier_bundle=args.out / "verifier.safetensors")
+    verifier = IPMN.load(verifier_bundle=args.verifier)
     answers = args.out / "answers"
     genuine = answers / "genuine"
     if not genuine.exists():
@@ -210,7 +213,7 @@ def main() -> None:
                       "steps": steps, **steps[-1]}  # fmt: skip
     final = {name: Path(row["answers"]) for name, row in rows.items()}
     null_names = [n for n in rows if rows[n]["role"] == "null"]
-    reports = args.out / "reports"
+    reports = args.out / f"reports_{args.name}"
     reports.mkdir(exist_ok=True)
     for name, row in rows.items():
         reference = [final[n] for n in null_names if n != name]
@@ -236,9 +239,9 @@ def main() -> None:
         "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform()},
         "wall_s": time.time() - started,
     }  # fmt: skip
-    atomic_write_text(args.out / "ip_audit.json", json.dumps(result, indent=2) + "\n")
-    atomic_write_text(args.out / "ip_audit.md", markdown(result))
-    figure(result, args.out / "curve.png")
+    atomic_write_text(args.out / f"{args.name}.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(args.out / f"{args.name}.md", markdown(result))
+    figure(result, args.out / f"{args.name}_curve.png")
     print(markdown(result))
 
 

@@ -38,4 +38,4 @@ def test_ip_audit_reports_every_model_the_audit_and_the_calibration(
     for row in result["models"].values():
         assert row["audit"]["verdict"] == "not shown" and row["audit"]["n"] == 8
     assert result["calibration"]["trials"] == 15
-    assert (out / "curve.png").is_file() and "| cnet | thief |" in (out / "ip_audit.md").read_text()
+    assert (out / "ip_audit_curve.png").is_file() and "| cnet | thief |" in (out / "ip_audit.md").read_text()
