@@ -13,9 +13,10 @@ issue 24). So the null is measured on null *models*: the owner trains ``K >= 2``
 
 * a null model's mean NC over ``n`` answers as ``T = μ_k + ε``, with ``μ_k ~ N(μ, τ²)`` across independent
   models and ``ε ~ N(0, σ²/n)`` within one;
-* ``μ`` by the null models' mean of means; ``τ`` by their between-model standard deviation, inflated by
-  ``√(1 + 1/K)`` (a prediction for a new model, not the mean's error) and never below ``min_between_sd``
-  (:data:`MIN_BETWEEN_SD`), because two or three models cannot show how far apart independent models may be;
+* ``μ`` by the null models' mean of means; ``τ`` by the one-sided 99% upper confidence bound of their
+  between-model standard deviation (``s·√((K − 1) / χ²_{0.01, K−1})``: two or three models cannot show how far
+  apart independent models may be, and the bound says how far they might be), inflated by ``√(1 + 1/K)`` (a
+  prediction for a new model, not the mean's error) and never below ``min_between_sd`` (:data:`MIN_BETWEEN_SD`);
 * ``σ`` by the largest within-model standard deviation of the null models and the suspect.
 
 The p-value is ``P(Z >= (T - μ) / √(τ² + σ²/n))`` for a standard normal ``Z``. It is an approximation that
@@ -32,10 +33,13 @@ from typing import Any
 
 __all__ = ["MIN_BETWEEN_SD", "audit_statistic", "calibration", "null_summary", "summarise"]
 
-#: The smallest between-model standard deviation of mean NCs the audit assumes (our default). The null models
-#: of the demo differ by less than this; with two or three models a smaller estimate would be luck, not
-#: knowledge, and a 0.01 NC shift is well below what imitation leaves (issue 24: 0.09 or more).
-MIN_BETWEEN_SD = 0.01
+#: The smallest between-model standard deviation of mean NCs the audit assumes (our default). Measured on the
+#: demo (benchmarks/results/ip_audit_demo.md): four null models of four architectures, phase-1 R, 200 queries,
+#: spread by 0.00026 NC, each with a per-image sd of at most 0.0016; 0.002 is eight times that spread. (The first
+#: default, 0.01, came from issue 24's NCs of enhanced R and was 40 times the measured spread.)
+MIN_BETWEEN_SD = 0.002
+#: The confidence of the upper bound on the between-model standard deviation.
+BETWEEN_SD_CONFIDENCE = 0.99
 
 
 def summarise(ncs: Sequence[float]) -> dict[str, float]:
@@ -58,8 +62,9 @@ def null_summary(models: Mapping[str, Sequence[float]], min_between_sd: float = 
         min_between_sd: the floor of the between-model standard deviation ``τ``.
 
     Returns:
-        ``models`` (name → ``n``, ``mean``, ``sd``), ``mean`` (μ), ``between_sd`` (τ, inflated and floored),
-        ``between_sd_measured`` (the plain sample value), ``within_sd`` (largest σ), ``min_between_sd``.
+        ``models`` (name → ``n``, ``mean``, ``sd``), ``mean`` (μ), ``between_sd`` (τ: bounded, inflated and
+        floored), ``between_sd_measured`` (the plain sample value), ``between_sd_upper`` (its 99% upper
+        confidence bound), ``within_sd`` (largest σ), ``min_between_sd``.
 
     Raises:
         ValueError: fewer than two null models, or one without NCs.
@@ -71,14 +76,31 @@ def null_summary(models: Mapping[str, Sequence[float]], min_between_sd: float = 
     k = len(means)
     centre = sum(means) / k
     measured = math.sqrt(sum((m - centre) ** 2 for m in means) / (k - 1))
+    upper = measured * math.sqrt((k - 1) / _chi2_quantile(1 - BETWEEN_SD_CONFIDENCE, k - 1))
     return {
         "models": per_model,
         "mean": centre,
         "between_sd_measured": measured,
-        "between_sd": max(measured * math.sqrt(1 + 1 / k), min_between_sd),
+        "between_sd_upper": upper,
+        "between_sd": max(upper * math.sqrt(1 + 1 / k), min_between_sd),
         "within_sd": max(s["sd"] for s in per_model.values()),
         "min_between_sd": min_between_sd,
     }
+
+
+def _chi2_quantile(probability: float, df: int) -> float:
+    """The ``probability`` quantile of χ² with ``df`` degrees of freedom (bisection on its CDF, ``gammainc``)."""
+    import torch
+
+    def cdf(x: float) -> float:
+        return float(torch.special.gammainc(torch.tensor(df / 2, dtype=torch.float64),
+                                            torch.tensor(x / 2, dtype=torch.float64)))  # fmt: skip
+
+    low, high = 0.0, float(df) + 10.0 * math.sqrt(2.0 * df) + 10.0
+    for _ in range(200):
+        mid = (low + high) / 2
+        low, high = (mid, high) if cdf(mid) < probability else (low, mid)
+    return (low + high) / 2
 
 
 def _normal_sf(z: float) -> float:
