@@ -256,7 +256,7 @@ def markdown(result: dict[str, Any]) -> str:
     for name, row in result["models"].items():
         audit_row = row.get("audit") or {}
         psnr = f"{row['imitation_psnr']:.2f}" if row.get("imitation_psnr") is not None else "-"
-        p = f"{audit_row['p_value']:.3g}" if audit_row else "-"
+        p = (f"{audit_row['p_value']:.3g}" if audit_row["p_value"] > 1e-300 else "< 1e-300") if audit_row else "-"
         z = f"{audit_row['z']:.1f}" if audit_row else "-"
         lines.append(f"| {name} | {row['role']} | {psnr} | {row['sr_e']:.1%} | {row['mean_nc']:.4f} | {p} | {z} | "
                      f"{audit_row.get('verdict', '-')} |")  # fmt: skip

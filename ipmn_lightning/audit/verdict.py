@@ -86,6 +86,11 @@ def _figure(path: Path, suspect: list[float], null: dict[str, list[float]], genu
     plt.close(fig)
 
 
+def _shown(p_value: float) -> str:
+    """A p-value as printed: below the smallest float64 it is "< 1e-300", not 0."""
+    return f"{p_value:.3g}" if p_value > 1e-300 else "< 1e-300"
+
+
 def audit_run(
     *,
     bundle: str,
@@ -178,7 +183,7 @@ def audit_run(
         print(
             f"suspect: mean NC {result['statistic']:.4f} over {result['n']} answers; null of {len(null_ncs)} "
             f"independent models: {fitted['mean']:.4f} (between-model sd {fitted['between_sd']:.4f}); "
-            f"z {result['z']:.2f}, p-value {result['p_value']:.3g}, effect size {result['effect_size']:.2f}"
+            f"z {result['z']:.2f}, p-value {_shown(result['p_value'])}, effect size {result['effect_size']:.2f}"
         )
         print(f"verdict at alpha {alpha:g}: {verdict}; wrote {target} and {picture}", file=sys.stdout)
         return 0 if result["verdict"] == "watermarked" else 1
