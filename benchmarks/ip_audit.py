@@ -197,6 +197,7 @@ def main() -> None:
     if not genuine.exists():
         write_genuine(challenge, manifest, args.out / "service.safetensors", size, genuine)
     rows: dict[str, Any] = {}
+    final_ncs: dict[str, list[float]] = {}  # each model's last checkpoint's NCs, for the calibration
     for name, files in checkpoints.items():
         steps = []
         for checkpoint in files:
@@ -209,6 +210,7 @@ def main() -> None:
                 "sr_e": sum(v > verifier.threshold for v in nc) / len(nc),
                 "imitation_psnr": psnr_8bit(folder, genuine, size) if genuine.exists() else None,
             })  # fmt: skip
+        final_ncs[name] = nc
         rows[name] = {"role": "thief" if name in thieves else "null", "init": {**thieves, **nulls}[name],
                       "steps": steps, **steps[-1]}  # fmt: skip
     final = {name: Path(row["answers"]) for name, row in rows.items()}
@@ -219,7 +221,7 @@ def main() -> None:
         reference = [final[n] for n in null_names if n != name]
         if len(reference) >= 2:
             row["audit"] = audit(final[name], reference, args, reports / f"{name}.json")
-    null_ncs = {n: list(ncs_of(verifier, final[n], size).values()) for n in null_names}
+    null_ncs = {n: final_ncs[n] for n in null_names}
     table = calibration(null_ncs, resamples=args.resamples) if len(null_ncs) >= 3 else None
     clean = {
         k: list(ncs_of(verifier, challenge / k, size).values())

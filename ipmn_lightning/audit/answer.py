@@ -11,14 +11,12 @@ with ``weights_only=True`` (no code runs); nothing is half-written.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from ipmn_lightning.audit.challenge import AuditChallengeError, read_challenge
 from ipmn_lightning.core.errors import IPMNError
-from ipmn_lightning.core.files import atomic_write_text
+from ipmn_lightning.core.files import atomic_folder, atomic_write_text
 
 __all__ = ["answer_challenge", "audit_answer"]
 
@@ -34,41 +32,32 @@ def answer_challenge(stealer_ckpt: str, challenge: str, out: str, batch_size: in
 
     from ipmn_lightning.core.images import tensor_to_pil
     from ipmn_lightning.data.images import load_image
-    from ipmn_lightning.phases import build, load_stealer, load_submodule
+    from ipmn_lightning.phases import load_stealer_network
 
     manifest = read_challenge(challenge)
     folder = Path(challenge).expanduser()
     target = Path(out).expanduser()
     if target.exists():
         raise AuditChallengeError(f"--out {target} exists; pass a new folder (answers are never mixed)")
-    config, state = load_stealer(stealer_ckpt)
+    config, model = load_stealer_network(stealer_ckpt)
     size = int(manifest["image_size"])
     if int(config["image_size"]) != size:
         raise AuditChallengeError(
             f"--stealer_ckpt {stealer_ckpt} was trained at {config['image_size']} px, the challenge is {size} px; "
             "write a challenge at the model's size (--image_size)"
         )
-    model = build("stealer", config)
-    load_submodule(model, state, "stealer", f"stealer_ckpt {stealer_ckpt}")
-    model.eval().to(device)
+    model.to(device)
     pairs = manifest["pairs"]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(pairs), batch_size):
-                chunk = pairs[start : start + batch_size]
-                protected = torch.stack([load_image(folder / p["protected"]["file"], size) for p in chunk])
-                replacement = torch.stack([load_image(folder / p["replacement"]["file"], size) for p in chunk])
-                answers = model(protected.to(device), replacement.to(device)).clamp(0, 1).cpu()
-                for pair, answer in zip(chunk, answers):
-                    tensor_to_pil(answer).save(staging / f"{pair['id']}.png")
+    with atomic_folder(target) as staging, torch.inference_mode():
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start : start + batch_size]
+            protected = torch.stack([load_image(folder / p["protected"]["file"], size) for p in chunk])
+            replacement = torch.stack([load_image(folder / p["replacement"]["file"], size) for p in chunk])
+            answers = model(protected.to(device), replacement.to(device)).clamp(0, 1).cpu()
+            for pair, answer in zip(chunk, answers):
+                tensor_to_pil(answer).save(staging / f"{pair['id']}.png")
         record = {"model": str(stealer_ckpt), "stealer": config["name"], "challenge": str(folder), "n": len(pairs)}
         atomic_write_text(staging / "responses.json", json.dumps(record, indent=2) + "\n")
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 

@@ -21,14 +21,12 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 from ipmn_lightning.core.errors import IPMNError
-from ipmn_lightning.core.files import atomic_write_text
+from ipmn_lightning.core.files import atomic_folder, atomic_write_text
 
 __all__ = ["SYNTHETIC_SEED_OFFSET", "AuditChallengeError", "audit_challenge", "read_challenge"]
 
@@ -113,9 +111,7 @@ def _audit_challenge(out: str, source: str, root: str | None, n: int, image_size
             raise AuditChallengeError(f"--root {base} is not a folder; pass the folder of face images")
     elif source != "synthetic":
         raise AuditChallengeError(f"--source must be folder, celeba or synthetic, got {source!r}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_folder(target) as staging:
         folders = ("protected", "replacement") + (("mask",) if source == "synthetic" else ())
         for name in folders:
             (staging / name).mkdir()
@@ -160,10 +156,6 @@ def _audit_challenge(out: str, source: str, root: str | None, n: int, image_size
             "pairs": pairs,
         }
         atomic_write_text(staging / CHALLENGE_FILE, json.dumps(manifest, indent=2) + "\n")
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     print(f"wrote a challenge of {n} pair(s) ({source}, {image_size} px) to {target}")
     return 0
 

@@ -23,9 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,8 +31,9 @@ from urllib.parse import urlparse
 
 from PIL import Image
 
+from ipmn_lightning.audit.challenge import CHALLENGE_FILE
 from ipmn_lightning.core.errors import IPMNError
-from ipmn_lightning.core.files import atomic_write_text
+from ipmn_lightning.core.files import atomic_folder, atomic_write_text
 
 __all__ = ["AuditQueryError", "audit_query", "query_suspect"]
 
@@ -52,7 +51,7 @@ class AuditQueryError(IPMNError):
 def _challenge_files(challenge: Path) -> list[Path]:
     if not challenge.is_dir():
         raise AuditQueryError(f"--challenge {challenge} is not a folder; pass the folder of challenge images")
-    if (challenge / "challenge.json").is_file():  # a folder of `ipmn audit challenge`: the service is sent x_p
+    if (challenge / CHALLENGE_FILE).is_file():  # a folder of `ipmn audit challenge`: the service is sent x_p
         challenge = challenge / "protected"
     files = sorted(p for p in challenge.iterdir() if p.suffix.lower() in QUERY_TYPES and not p.name.startswith("."))
     if not files:
@@ -170,10 +169,8 @@ def _audit_query(
     if target.exists():
         raise AuditQueryError(f"--out {target} exists; pass a new folder (the answers of an audit are never mixed)")
     headers = _read_headers(headers_file)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     records = []
-    try:
+    with atomic_folder(target) as staging:
         with httpx.Client(timeout=timeout, follow_redirects=False) as client:
             for index, file in enumerate(files, 1):
                 try:
@@ -195,9 +192,5 @@ def _audit_query(
         print(file=sys.stderr)
         manifest = {"suspect_url": url, "field": field, "challenge": str(challenge), "answers": records}
         atomic_write_text(staging / "responses.json", json.dumps(manifest, indent=2) + "\n")
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     print(f"wrote {len(records)} answer(s) of {url} to {target}")
     return 0

@@ -48,11 +48,10 @@ def _ncs(model: Any, files: list[Path], batch_size: int, resize: ResizePolicy, d
     return values
 
 
-def _check_against(challenge: str | None, answers: dict[str, float], what: str) -> None:
-    """With ``--challenge``: the answers are exactly one per challenge pair (by file stem = pair id)."""
-    if challenge is None:
+def _check_against(challenge: str | None, ids: set[str] | None, answers: dict[str, float], what: str) -> None:
+    """With ``--challenge`` (its pair ids): the answers are exactly one per challenge pair (file stem = pair id)."""
+    if ids is None:
         return
-    ids = {pair["id"] for pair in read_challenge(challenge)["pairs"]}
     missing, extra = sorted(ids - answers.keys()), sorted(answers.keys() - ids)
     if missing or extra:
         raise RoleError(
@@ -141,14 +140,16 @@ def audit_run(
         target = check_report(report, overwrite, [loaded.path, *files])
         picture = Path(figure).expanduser() if figure else target.with_suffix(".png")
         model = IPMN(verifier=loaded, device=device)
+        # read (and hash-checked) once: the suspect's and every null model's answers are checked against it
+        ids = {pair["id"] for pair in read_challenge(challenge)["pairs"]} if challenge is not None else None
         suspect = _ncs(model, files, batch_size, resize, "suspect")
-        _check_against(challenge, suspect, "--responses")
+        _check_against(challenge, ids, suspect, "--responses")
         recorded = loaded.config.get("audit_null") or {}
         if null_files:
             null_ncs = {}
             for name, members in null_files.items():
                 values = _ncs(model, members, batch_size, resize, f"null {name}")
-                _check_against(challenge, values, f"--null {name}")
+                _check_against(challenge, ids, values, f"--null {name}")
                 null_ncs[name] = list(values.values())
             source = "--null: null models' answers to this challenge"
         elif recorded.get("models"):

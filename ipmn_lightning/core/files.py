@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from PIL import Image
 
 from ipmn_lightning.core.images import tensor_to_pil
 
-__all__ = ["atomic_path", "atomic_save_image", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_folder", "atomic_path", "atomic_save_image", "atomic_write_bytes", "atomic_write_text"]
 
 
 def _umask_mode() -> int:
@@ -61,6 +62,25 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a hidden, empty folder next to ``path`` and rename it to ``path`` when the block succeeds.
+
+    For outputs that are a whole folder (an audit's challenge or answers): readers see the complete folder or
+    none. If the block raises, the temporary folder and everything in it are removed. ``path`` must not exist
+    (the rename would fail); missing parents are created.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield staging
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
         raise
 
 

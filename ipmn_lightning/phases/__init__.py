@@ -24,6 +24,7 @@ from ipmn_lightning.phases.checkpoints import (
     load_phase2,
     load_phase_checkpoint,
     load_stealer,
+    load_stealer_network,
     load_submodule,
 )
 from ipmn_lightning.phases.registry import (
@@ -63,6 +64,7 @@ __all__ = [
     "load_phase2",
     "load_phase_checkpoint",
     "load_stealer",
+    "load_stealer_network",
     "load_submodule",
     "put_on_mask",
     "stealer_config",

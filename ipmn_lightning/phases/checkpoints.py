@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ipmn_lightning.core.errors import IPMNError
-from ipmn_lightning.phases.builders import embedder_config, extractor_config, inn_config, stealer_config
+from ipmn_lightning.phases.builders import build, embedder_config, extractor_config, inn_config, stealer_config
 from ipmn_lightning.phases.registry import FROZEN_KEY, PHASE1, PHASE2, PHASE3_STEAL, PHASE_KEY, PHASES
 from ipmn_lightning.phases.sender import watermark_position
 
@@ -27,6 +27,7 @@ __all__ = [
     "load_phase2",
     "load_phase_checkpoint",
     "load_stealer",
+    "load_stealer_network",
     "load_submodule",
 ]
 
@@ -126,6 +127,14 @@ def load_stealer(path: str, argument: str = "stealer_ckpt") -> tuple[dict[str, A
     """Config and state dict of a stealing model from a phase-3a checkpoint."""
     checkpoint = load_phase_checkpoint(path, argument, PHASE3_STEAL)
     return stealer_config(checkpoint["hyper_parameters"]), checkpoint["state_dict"]
+
+
+def load_stealer_network(path: str, argument: str = "stealer_ckpt") -> tuple[dict[str, Any], nn.Module]:
+    """A phase-3a checkpoint's stealing model, built, loaded and in eval mode, with its config."""
+    config, state = load_stealer(path, argument)
+    network = build("stealer", config)
+    load_submodule(network, state, "stealer", f"{argument} {path}")
+    return config, network.eval()
 
 
 def check_image_size(trained: int, wanted: int, argument: str) -> None:

@@ -21,7 +21,7 @@ from ipmn_lightning.inference.bundle import (
 )
 from ipmn_lightning.inference.facade import IPMN
 from ipmn_lightning.metrics.functional import quantize_8bit
-from ipmn_lightning.phases import PHASE1, PHASE2, PHASE3_ENHANCE, build, load_stealer, load_submodule
+from ipmn_lightning.phases import PHASE1, PHASE2, PHASE3_ENHANCE, load_stealer_network
 
 #: The data module's arguments that say which clean images the reference NCs came from.
 _CALIBRATION_DATA = ("source", "root", "image_size", "seed", "test_fraction")
@@ -95,11 +95,7 @@ def audit_null_record(
     import torch
 
     model = IPMN.load(service_bundle=service, verifier_bundle=verifier)
-    networks = {}
-    for name, path in nulls.items():
-        config, state = load_stealer(path, f"null model {name}")
-        networks[name] = build("stealer", config).eval()
-        load_submodule(networks[name], state, "stealer", f"null model {name} ({path})")
+    networks = {name: load_stealer_network(path, f"null model {name}")[1] for name, path in nulls.items()}
     module = FaceSwapDataModule(**{**data, "num_workers": 0, "flip": False})
     module.setup("test")
     ncs: dict[str, list[float]] = {name: [] for name in nulls}
