@@ -39,7 +39,9 @@ import torch
 
 from ipmn_lightning.audit.answer import answer_challenge
 from ipmn_lightning.audit.challenge import read_challenge
-from ipmn_lightning.audit.statistics import calibration
+from ipmn_lightning.audit.keyed import keyed_scores
+from ipmn_lightning.audit.reference import challenge_masks, read_reference, write_reference
+from ipmn_lightning.audit.statistics import MIN_BETWEEN_SD_KEYED, calibration
 from ipmn_lightning.console.main import main as ipmn
 from ipmn_lightning.core.files import atomic_save_image, atomic_write_text
 from ipmn_lightning.data.images import load_image
@@ -71,7 +73,7 @@ def train(name: str, init: dict[str, Any], args: argparse.Namespace, p1: Path, p
     folder = root / "checkpoints"
     done = root / "done.json"
     if not done.is_file():
-        every = max(args.steps // 3, 1)
+        every = args.checkpoint_every or max(args.steps // 3, 1)
         callbacks = root / "callbacks.yaml"
         callbacks.parent.mkdir(parents=True, exist_ok=True)
         callbacks.write_text(
@@ -95,28 +97,16 @@ def train(name: str, init: dict[str, Any], args: argparse.Namespace, p1: Path, p
 
 
 def write_genuine(challenge: Path, manifest: dict[str, Any], service_bundle: Path, size: int, out: Path) -> None:
-    """The genuine service's answers x_wmf to the challenge: with its x_m (synthetic), or x_m from the landmark
-    swap at 128 px brought to ``size`` (photos; as the faces pipeline makes its masks). Pairs without a face
-    found get no genuine answer (the imitation PSNR is over the others)."""
-    import torch.nn.functional as F
-
+    """The genuine service's answers x_wmf to the challenge, with the x_m of :func:`challenge_masks` (synthetic:
+    the challenge's; photos: the landmark swap at 128 px, as the faces pipeline makes its masks). Pairs without a
+    face found get no genuine answer (the imitation PSNR is over the others)."""
     service = IPMN.load(service_bundle=service_bundle)
-    generator = None
-    if not (challenge / "mask").is_dir():
-        from ipmn_lightning.faces.generators import make_mask_generator
-
-        generator = make_mask_generator("landmark")
-    for pair in manifest["pairs"]:
-        x_p = load_image(challenge / pair["protected"]["file"], size)
-        if generator is None:
-            x_m = load_image(challenge / pair["mask"]["file"], size)
-        else:
-            large = [load_image(challenge / pair[k]["file"], 128)[None] for k in ("protected", "replacement")]
-            outcome = generator.generate(*large)[0]
-            if outcome.mask is None:
-                continue
-            x_m = F.interpolate(outcome.mask[None], size=(size, size), mode="bilinear", antialias=True)[0]
-        atomic_save_image(out / f"{pair['id']}.png", service.protect(x_p[None], x_m.clamp(0, 1)[None])[0])
+    protected = {pair["id"]: pair["protected"]["file"] for pair in manifest["pairs"]}
+    for pair_id, x_m in challenge_masks(challenge, manifest, size).items():
+        if x_m is None:
+            continue
+        x_p = load_image(challenge / protected[pair_id], size)
+        atomic_save_image(out / f"{pair_id}.png", service.protect(x_p[None], x_m[None])[0])
 
 
 def step_of(checkpoint: Path) -> int:
@@ -130,6 +120,13 @@ def ncs_of(model: IPMN, folder: Path, size: int) -> dict[str, float]:
     return dict(zip((f.stem for f in files), values))
 
 
+def keyed_of(reference: dict[str, Any], folder: Path, size: int) -> list[float]:
+    """The keyed scores of a folder's answers to the reference's pairs (those it has an answer for)."""
+    index = [k for k, i in enumerate(reference["ids"]) if (folder / f"{i}.png").is_file()]
+    answers = torch.stack([load_image(folder / f"{reference['ids'][k]}.png", size) for k in index])
+    return keyed_scores(answers, reference["mask"][index], reference["residual"][index]).tolist()
+
+
 def psnr_8bit(folder: Path, reference: Path, size: int) -> float:
     """Mean per-image PSNR of ``folder``'s answers against ``reference``'s (same stems), in dB."""
     values = []
@@ -140,10 +137,14 @@ def psnr_8bit(folder: Path, reference: Path, size: int) -> float:
     return sum(values) / len(values)
 
 
-def audit(suspect: Path, nulls: list[Path], args: argparse.Namespace, report: Path) -> dict[str, Any]:
+def audit(
+    suspect: Path, nulls: list[Path], args: argparse.Namespace, report: Path, keyed: bool = False
+) -> dict[str, Any]:
+    """``ipmn audit run`` of one suspect against the null models' answers (the mean NC, or the keyed score)."""
+    extra = ["--reference", str(args.reference)] if keyed else []
     code = ipmn(["audit", "run", "--bundle", str(args.verifier), "--responses", str(suspect),
                  "--null", json.dumps([str(p) for p in nulls]), "--challenge", str(args.out / "challenge"),
-                 "--report", str(report), "--alpha", str(ALPHA), "--overwrite", "true"])  # fmt: skip
+                 "--report", str(report), "--alpha", str(ALPHA), "--overwrite", "true", *extra])  # fmt: skip
     result = json.loads(report.read_text())
     return {"exit_code": code, "p_value": result["p_value"], "statistic": result["statistic"], "z": result["z"],
             "effect_size": result["effect_size"], "verdict": result["verdict"], "n": result["n"]}  # fmt: skip
@@ -156,6 +157,9 @@ def main() -> None:
     parser.add_argument("--data", default="configs/data/synthetic.yaml")
     parser.add_argument("--steal_config", default="configs/demo/phase3_steal.yaml")
     parser.add_argument("--steps", type=int, default=384, help="optimizer steps per model (demo: 3 epochs)")
+    parser.add_argument(
+        "--checkpoint_every", type=int, default=None, help="steps between checkpoints (default: a third of --steps)"
+    )
     parser.add_argument("--n", type=int, default=200, help="challenge pairs")
     parser.add_argument("--image_size", type=int, default=64)
     parser.add_argument(
@@ -196,8 +200,13 @@ def main() -> None:
     genuine = answers / "genuine"
     if not genuine.exists():
         write_genuine(challenge, manifest, args.out / "service.safetensors", size, genuine)
+    args.reference = args.out / "reference.safetensors"
+    if not args.reference.exists():
+        write_reference(str(args.out / "service.safetensors"), str(challenge), str(args.reference))
+    reference = read_reference(args.reference, str(challenge))
     rows: dict[str, Any] = {}
     final_ncs: dict[str, list[float]] = {}  # each model's last checkpoint's NCs, for the calibration
+    final_keyed: dict[str, list[float]] = {}  # and its keyed scores
     for name, files in checkpoints.items():
         steps = []
         for checkpoint in files:
@@ -205,12 +214,15 @@ def main() -> None:
             if not folder.exists():
                 answer_challenge(str(checkpoint), str(challenge), str(folder))
             nc = list(ncs_of(verifier, folder, size).values())
+            keyed = keyed_of(reference, folder, size)
             steps.append({
                 "step": step_of(checkpoint), "answers": str(folder), "mean_nc": sum(nc) / len(nc),
+                "mean_keyed": sum(keyed) / len(keyed),
                 "sr_e": sum(v > verifier.threshold for v in nc) / len(nc),
                 "imitation_psnr": psnr_8bit(folder, genuine, size) if genuine.exists() else None,
             })  # fmt: skip
         final_ncs[name] = nc
+        final_keyed[name] = keyed
         rows[name] = {"role": "thief" if name in thieves else "null", "init": {**thieves, **nulls}[name],
                       "steps": steps, **steps[-1]}  # fmt: skip
     final = {name: Path(row["answers"]) for name, row in rows.items()}
@@ -218,26 +230,34 @@ def main() -> None:
     reports = args.out / f"reports_{args.name}"
     reports.mkdir(exist_ok=True)
     for name, row in rows.items():
-        reference = [final[n] for n in null_names if n != name]
-        if len(reference) >= 2:
-            row["audit"] = audit(final[name], reference, args, reports / f"{name}.json")
+        others = [final[n] for n in null_names if n != name]
+        if len(others) >= 2:
+            row["audit"] = audit(final[name], others, args, reports / f"{name}.json")
+            row["keyed_audit"] = audit(final[name], others, args, reports / f"{name}_keyed.json", keyed=True)
     null_ncs = {n: final_ncs[n] for n in null_names}
     table = calibration(null_ncs, resamples=args.resamples) if len(null_ncs) >= 3 else None
+    null_keyed = {n: final_keyed[n] for n in null_names}
+    keyed_table = (
+        calibration(null_keyed, resamples=args.resamples, min_between_sd=MIN_BETWEEN_SD_KEYED)
+        if len(null_keyed) >= 3 else None
+    )  # fmt: skip
     clean = {
         k: list(ncs_of(verifier, challenge / k, size).values())
         for k in ("protected", "mask")
         if (challenge / k).is_dir()
     }
     genuine_nc = list(ncs_of(verifier, genuine, size).values()) if genuine.exists() else []
+    genuine_keyed = keyed_of(reference, genuine, size) if genuine.exists() else []
     result = {
         "benchmark": "ip_audit", "run": str(args.run), "steps": args.steps, "n": len(manifest["pairs"]),
         "challenge": {"source": manifest["source"], "root": manifest["root"], "seed": manifest["seed"]},
         "verifier": str(args.verifier_ckpt or p1), "alpha": ALPHA, "threshold": verifier.threshold,
-        "models": rows, "calibration": table,
+        "models": rows, "calibration": table, "keyed_calibration": keyed_table,
         "clean_sr_e": {k: sum(v > verifier.threshold for v in ncs) / len(ncs) for k, ncs in clean.items()},
         "clean_mean_nc": {k: sum(ncs) / len(ncs) for k, ncs in clean.items()},
         "genuine_sr_e": sum(v > verifier.threshold for v in genuine_nc) / len(genuine_nc) if genuine_nc else None,
         "genuine_mean_nc": sum(genuine_nc) / len(genuine_nc) if genuine_nc else None,
+        "genuine_mean_keyed": sum(genuine_keyed) / len(genuine_keyed) if genuine_keyed else None,
         "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform()},
         "wall_s": time.time() - started,
     }  # fmt: skip
@@ -247,35 +267,49 @@ def main() -> None:
     print(markdown(result))
 
 
+def _p(audit_row: dict[str, Any]) -> str:
+    if not audit_row:
+        return "-"
+    return f"{audit_row['p_value']:.3g}" if audit_row["p_value"] > 1e-300 else "< 1e-300"
+
+
+def _calibration_lines(table: dict[str, Any] | None, what: str) -> list[str]:
+    if not table:
+        return []
+    lines = [f"Calibration of the {what}: each null model held out, the others fitted, {table['trials']} bootstrap "
+             "trials", "", "| alpha | share with p < alpha | 95% upper bound |", "|---|---|---|"]  # fmt: skip
+    share, upper = table["share_below"], table["upper_95"]
+    lines += [f"| {a} | {share[str(a)]:.4f} | {upper[str(a)]:.4f} |" for a in table["alphas"]]
+    return [*lines, ""]
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"# IP audit: {result['n']} challenge queries ({result['challenge']['source']}), {result['steps']} steps per "
         f"model, R from {Path(result['verifier']).name}, alpha {result['alpha']:g}",
         "",
-        "| model | role | imitation PSNR (dB) | per-image SR_E | mean NC | audit p-value | z | verdict |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | role | imitation PSNR (dB) | per-image SR_E | mean NC | audit p (mean NC) | mean keyed score | "
+        "audit p (keyed) | z (keyed) | verdict (keyed) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in result["models"].items():
-        audit_row = row.get("audit") or {}
+        nc_row, keyed_row = row.get("audit") or {}, row.get("keyed_audit") or {}
         psnr = f"{row['imitation_psnr']:.2f}" if row.get("imitation_psnr") is not None else "-"
-        p = (f"{audit_row['p_value']:.3g}" if audit_row["p_value"] > 1e-300 else "< 1e-300") if audit_row else "-"
-        z = f"{audit_row['z']:.1f}" if audit_row else "-"
-        lines.append(f"| {name} | {row['role']} | {psnr} | {row['sr_e']:.1%} | {row['mean_nc']:.4f} | {p} | {z} | "
-                     f"{audit_row.get('verdict', '-')} |")  # fmt: skip
-    lines += ["", f"Genuine x_wmf: SR_E {result['genuine_sr_e']}, mean NC {result['genuine_mean_nc']}; clean faces: "
-              f"SR_E {result['clean_sr_e']}, mean NC {result['clean_mean_nc']}.", ""]  # fmt: skip
-    table = result["calibration"]
-    if table:
-        lines += [f"Calibration: each null model held out, the others fitted, {table['trials']} bootstrap trials",
-                  "", "| alpha | share with p < alpha | 95% upper bound |", "|---|---|---|"]  # fmt: skip
-        lines += [
-            f"| {a} | {table['share_below'][str(a)]:.4f} | {table['upper_95'][str(a)]:.4f} |" for a in table["alphas"]
-        ]
-        lines.append("")
-    lines += ["Curve (per checkpoint): model, step, imitation PSNR, SR_E, mean NC", ""]
+        z = f"{keyed_row['z']:.1f}" if keyed_row else "-"
+        verdict = keyed_row.get("verdict", "-")
+        lines.append(f"| {name} | {row['role']} | {psnr} | {row['sr_e']:.1%} | {row['mean_nc']:.4f} | {_p(nc_row)} | "
+                     f"{row['mean_keyed']:.4f} | {_p(keyed_row)} | {z} | {verdict} |")  # fmt: skip
+    lines += ["", f"Genuine x_wmf: SR_E {result['genuine_sr_e']}, mean NC {result['genuine_mean_nc']}, mean keyed "
+              f"score {result.get('genuine_mean_keyed')}; clean faces: SR_E {result['clean_sr_e']}, mean NC "
+              f"{result['clean_mean_nc']}.", ""]  # fmt: skip
+    lines += _calibration_lines(result["calibration"], "mean-NC audit")
+    lines += _calibration_lines(result.get("keyed_calibration"), "keyed audit")
+    lines += ["Curve (per checkpoint): model, step, imitation PSNR, SR_E, mean NC, mean keyed score", ""]
     for name, row in result["models"].items():
         points = "; ".join(
-            f"{s['step']}: {s['imitation_psnr'] or 0:.2f} dB, {s['sr_e']:.0%}, {s['mean_nc']:.3f}" for s in row["steps"]
+            f"{s['step']}: {s['imitation_psnr'] or 0:.2f} dB, {s['sr_e']:.0%}, {s['mean_nc']:.3f}, "
+            f"{s.get('mean_keyed', float('nan')):.3f}"
+            for s in row["steps"]
         )
         lines.append(f"- {name}: {points}")
     return "\n".join(lines) + "\n"
@@ -287,14 +321,16 @@ def figure(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), dpi=110)
     for name, row in result["models"].items():
         xs = [s["imitation_psnr"] or 0 for s in row["steps"]]
         style = "--" if row["role"] == "null" else "-"
         axes[0].plot(xs, [s["mean_nc"] for s in row["steps"]], style, marker="o", label=name)
         axes[1].plot(xs, [s["sr_e"] for s in row["steps"]], style, marker="o", label=name)
+        axes[2].plot(xs, [s.get("mean_keyed", float("nan")) for s in row["steps"]], style, marker="o", label=name)
     axes[0].set(xlabel="imitation PSNR vs x_wmf (dB)", ylabel="mean NC of R(answer), w")
     axes[1].set(xlabel="imitation PSNR vs x_wmf (dB)", ylabel="per-image SR_E (NC > 0.95)")
+    axes[2].set(xlabel="imitation PSNR vs x_wmf (dB)", ylabel="mean keyed score (share of the residual)")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)

@@ -31,13 +31,16 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["MIN_BETWEEN_SD", "audit_statistic", "calibration", "null_summary", "summarise"]
+__all__ = ["MIN_BETWEEN_SD", "MIN_BETWEEN_SD_KEYED", "audit_statistic", "calibration", "null_summary", "summarise"]
 
 #: The smallest between-model standard deviation of mean NCs the audit assumes (our default). Measured on the
 #: demo (benchmarks/results/ip_audit_demo.md): four null models of four architectures, phase-1 R, 200 queries,
 #: spread by 0.00026 NC, each with a per-image sd of at most 0.0016; 0.002 is eight times that spread. (The first
 #: default, 0.01, came from issue 24's NCs of enhanced R and was 40 times the measured spread.)
 MIN_BETWEEN_SD = 0.002
+#: The same floor for the mean keyed score (:mod:`ipmn_lightning.audit.keyed`), a share of the watermark
+#: residual: PLACEHOLDER.
+MIN_BETWEEN_SD_KEYED = 0.01
 #: The confidence of the upper bound on the between-model standard deviation.
 BETWEEN_SD_CONFIDENCE = 0.99
 

@@ -42,6 +42,7 @@ COMMANDS: dict[str, Any] = {
         "challenge": "ipmn_lightning.audit.challenge:audit_challenge",
         "query": "ipmn_lightning.audit.query:audit_query",
         "answer": "ipmn_lightning.audit.answer:audit_answer",
+        "reference": "ipmn_lightning.audit.reference:audit_reference",
         "run": "ipmn_lightning.audit.verdict:audit_run",
     },
     "masks": {
@@ -64,6 +65,8 @@ SUMMARIES = {
     "audit challenge": "Write the owner's challenge: ``n`` fresh query pairs (x_p, x_r) and ``challenge.json``.",
     "audit answer": "Answer a challenge with a phase-3a model (a null model or a simulated thief); writes "
     "``<out>/<id>.png``.",
+    "audit reference": "Owner: write the private reference of a challenge for the keyed audit score (``audit run "
+    "--reference``).",
     "audit run": "Owner: does a suspect model carry the watermark? Exit code 0 if shown at ``alpha``, 1 if not, 2 "
     "on bad input.",
     "audit query": "Send each challenge image to a suspect endpoint; writes its answers to ``<out>`` and "

@@ -37,5 +37,7 @@ def test_ip_audit_reports_every_model_the_audit_and_the_calibration(
     # every null model is the same tiny network here: identical answers, never accused, the thief neither
     for row in result["models"].values():
         assert row["audit"]["verdict"] == "not shown" and row["audit"]["n"] == 8
-    assert result["calibration"]["trials"] == 15
+        assert row["keyed_audit"]["verdict"] == "not shown" and row["keyed_audit"]["n"] == 8
+    assert result["calibration"]["trials"] == 15 and result["keyed_calibration"]["trials"] == 15
+    assert (out / "reference.safetensors").is_file() and result["genuine_mean_keyed"] is not None
     assert (out / "ip_audit_curve.png").is_file() and "| cnet | thief |" in (out / "ip_audit.md").read_text()
