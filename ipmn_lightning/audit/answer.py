@@ -11,11 +11,9 @@ with ``weights_only=True`` (no code runs); nothing is half-written.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from ipmn_lightning.audit.challenge import AuditChallengeError, read_challenge
-from ipmn_lightning.core.errors import IPMNError
 from ipmn_lightning.core.files import atomic_folder, atomic_write_text
 
 __all__ = ["answer_challenge", "audit_answer"]
@@ -71,10 +69,11 @@ def audit_answer(*, stealer_ckpt: str, challenge: str, out: str, batch_size: int
         batch_size: pairs per forward pass.
         device: ``cpu``, ``cuda``, ``cuda:1``, ...
     """
-    try:
+    from ipmn_lightning.inference.guards import run_guarded
+
+    def run() -> int:
         target = answer_challenge(stealer_ckpt, challenge, out, batch_size, device)
-    except IPMNError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote the answers of {stealer_ckpt} to {target}")
-    return 0
+        print(f"wrote the answers of {stealer_ckpt} to {target}")
+        return 0
+
+    return run_guarded(run)

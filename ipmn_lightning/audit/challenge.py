@@ -28,7 +28,7 @@ from typing import Any, Literal
 from ipmn_lightning.core.errors import IPMNError
 from ipmn_lightning.core.files import atomic_folder, atomic_write_text
 
-__all__ = ["SYNTHETIC_SEED_OFFSET", "AuditChallengeError", "audit_challenge", "read_challenge"]
+__all__ = ["SYNTHETIC_SEED_OFFSET", "AuditChallengeError", "audit_challenge", "challenge_sha256", "read_challenge"]
 
 #: Added to ``--seed`` for the synthetic source: the shipped configs seed their faces with 0, so challenge
 #: faces come from streams that no training run of ours draws.
@@ -43,6 +43,11 @@ class AuditChallengeError(IPMNError):
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def challenge_sha256(challenge: str | Path) -> str:
+    """The SHA-256 of a challenge's ``challenge.json``: what identifies the challenge (its files are hashed in it)."""
+    return _sha256(Path(challenge).expanduser() / CHALLENGE_FILE)
 
 
 def _folder_sources(root: Path, n: int, seed: int, source: str) -> list[tuple[str, str]]:

@@ -13,14 +13,11 @@ Keep the file private: the residuals are the watermark pattern itself.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from ipmn_lightning.audit.challenge import CHALLENGE_FILE, AuditChallengeError, read_challenge
-from ipmn_lightning.core.errors import IPMNError
+from ipmn_lightning.audit.challenge import AuditChallengeError, challenge_sha256, read_challenge
 from ipmn_lightning.core.files import atomic_path
 
 __all__ = ["REFERENCE_FORMAT", "audit_reference", "challenge_masks", "read_reference", "write_reference"]
@@ -90,12 +87,11 @@ def write_reference(bundle: str, challenge: str, out: str, batch_size: int = 64,
         for start in range(0, len(ids), batch_size):
             chunk = masks[start : start + batch_size].to(device)
             residuals.append((embedder(chunk, watermark) - chunk).cpu())
-    challenge_hash = hashlib.sha256((Path(challenge).expanduser() / CHALLENGE_FILE).read_bytes()).hexdigest()
     metadata = {
         "format": REFERENCE_FORMAT,
         "ids": json.dumps(ids),
         "skipped": json.dumps(sorted(i for i, m in made.items() if m is None)),
-        "challenge_sha256": challenge_hash,
+        "challenge_sha256": challenge_sha256(challenge),
         "service_fingerprint": str(service.fingerprint),
         "image_size": str(size),
     }
@@ -128,8 +124,7 @@ def read_reference(path: str | Path, challenge: str | None = None) -> dict[str, 
     except (SafetensorError, OSError, KeyError) as err:
         raise AuditChallengeError(f"--reference {file} cannot be read ({err}); write it again") from err
     if challenge is not None:
-        expected = hashlib.sha256((Path(challenge).expanduser() / CHALLENGE_FILE).read_bytes()).hexdigest()
-        if metadata.get("challenge_sha256") != expected:
+        if metadata.get("challenge_sha256") != challenge_sha256(challenge):
             raise AuditChallengeError(
                 f"--reference {file} was made for another challenge than --challenge {challenge}; write the "
                 "reference of this challenge with `ipmn audit reference`"
@@ -151,10 +146,11 @@ def audit_reference(*, bundle: str, challenge: str, out: str, batch_size: int = 
         batch_size: masks per forward pass of H.
         device: ``cpu``, ``cuda``, ...
     """
-    try:
+    from ipmn_lightning.inference.guards import run_guarded
+
+    def run() -> int:
         target = write_reference(bundle, challenge, out, batch_size, device)
-    except IPMNError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote the keyed reference of {challenge} to {target} (keep it private: it is the watermark pattern)")
-    return 0
+        print(f"wrote the keyed reference of {challenge} to {target} (keep it private: it is the watermark pattern)")
+        return 0
+
+    return run_guarded(run)

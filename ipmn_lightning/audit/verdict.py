@@ -222,10 +222,11 @@ def audit_run(
         if len(null_ncs) < 2:
             raise RoleError(f"--null: the null needs at least 2 independent null models, got {len(null_ncs)}")
         nc_floor = MIN_BETWEEN_SD if keyed_reference is not None else floor
-        nc_result = audit_statistic(list(suspect.values()), null_summary(null_ncs, nc_floor), alpha)
+        nc_null = null_summary(null_ncs, nc_floor)
+        nc_result = audit_statistic(list(suspect.values()), nc_null, alpha)
         genuine = recorded.get("genuine")
         if keyed_reference is None:
-            fitted = null_summary(null_ncs, floor)
+            fitted = nc_null
             result, scores, null_scores = nc_result, list(suspect.values()), null_ncs
         else:
             scores = _keyed(keyed_reference, files, resize, sigma, "--responses")
